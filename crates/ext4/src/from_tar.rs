@@ -240,7 +240,9 @@ fn file_spec(
     records: &BTreeMap<Vec<u8>, Vec<u8>>,
     link_name: Vec<u8>,
 ) -> io::Result<FileSpec> {
-    let mut mtime = GoTime::unix(header.mtime()? as i64, 0);
+    let old = header.as_old();
+    let num = |f: &[u8], what: &str| parse_numeric(f).ok_or_else(|| bad(what));
+    let mut mtime = GoTime::unix(num(&old.mtime, "bad mtime")?, 0);
     let (mut atime, mut ctime) = (GoTime::ZERO, GoTime::ZERO);
     if let Some(gnu) = header.as_gnu() {
         let a = (gnu.atime[0] != 0).then(|| parse_numeric(&gnu.atime));
@@ -257,7 +259,7 @@ fn file_spec(
         }
     }
     // Go parses device numbers for every non-V7 header, whatever the type.
-    let dev = |f: &[u8]| parse_numeric(f).ok_or_else(|| bad("bad device number"));
+    let dev = |f: &[u8]| num(f, "bad device number");
     let (devmajor, devminor) = if let Some(u) = header.as_ustar() {
         (dev(&u.dev_major)?, dev(&u.dev_minor)?)
     } else if let Some(g) = header.as_gnu() {
@@ -278,9 +280,9 @@ fn file_spec(
     Ok(FileSpec {
         link_name,
         size: 0,
-        mode: header.mode()? as u16,
-        uid: header.uid()? as u32,
-        gid: header.gid()? as u32,
+        mode: num(&old.mode, "bad mode")? as u16,
+        uid: num(&old.uid, "bad uid")? as u32,
+        gid: num(&old.gid, "bad gid")? as u32,
         atime,
         ctime,
         mtime,
