@@ -1,0 +1,36 @@
+//! `confsum`: confidential summarization, from layer hashes to key release.
+#![forbid(unsafe_code)]
+
+mod layer_hash;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Confidential summarization on Azure Confidential Containers, without root,
+/// Docker or device-mapper.
+#[derive(Debug, Parser)]
+#[command(name = "confsum", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    LayerHash(layer_hash::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::LayerHash(args) => layer_hash::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("confsum: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
