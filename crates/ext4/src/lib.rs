@@ -33,6 +33,7 @@ mod error;
 mod format;
 mod from_dir;
 mod from_tar;
+mod gotar;
 mod sink;
 mod time;
 mod writer;
