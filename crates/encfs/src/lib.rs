@@ -1,0 +1,34 @@
+//! LUKS2 images and dm-verity hash trees.
+//!
+//! Azure names each container layer by the dm-verity root hash of its ext4
+//! image, so the policy side of the project needs trees that match hcsshim
+//! exactly; [`VerityHasher`] computes one while the image is being written,
+//! and [`VerityTree::write_hash_device`] writes the hash device that
+//! `veritysetup` and the kernel read.
+//!
+//! ```
+//! use confsum_ext4::BlockSink;
+//! use confsum_encfs::{VerityHasher, root_hash};
+//!
+//! // An image of one data block followed by a zero block.
+//! let mut hasher = VerityHasher::new();
+//! hasher.append(&[0xab; 4096])?;
+//! hasher.append_zeros(4096)?;
+//! let root = hasher.root_hash()?;
+//!
+//! let mut image = vec![0xab; 4096];
+//! image.resize(8192, 0);
+//! assert_eq!(root, root_hash(&image[..])?);
+//! assert_eq!(root.to_string().len(), 64);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+mod verity;
+
+pub use crate::{
+    error::Error,
+    verity::{RootHash, VerityHasher, VeritySuperblock, VerityTree, root_hash},
+};

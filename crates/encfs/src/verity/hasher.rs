@@ -1,0 +1,395 @@
+//! Streaming, parallel leaf hashing.
+//!
+//! The ext4 writer produces an image front to back, and hashing it is the
+//! slow part of computing a layer hash. So the writer's bytes are collected
+//! into batches, and each full batch is hashed on a thread pool while the
+//! writer fills the next one. At most [`MAX_IN_FLIGHT`] batches are hashed at
+//! a time; beyond that the writer waits, which bounds memory.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::OnceLock;
+use std::sync::mpsc::{self, Receiver};
+use std::{fmt, io, mem};
+
+use confsum_ext4::BlockSink;
+use rayon::prelude::*;
+use rayon::{ThreadPool, ThreadPoolBuilder};
+
+use super::tree::VerityTree;
+use super::{BLOCK_SIZE, HASH_SIZE, RootHash, ZERO_BLOCK_HASH, salted_hash};
+use crate::Error;
+
+/// Bytes per batch: enough blocks to keep every core busy, few enough that
+/// the first batch starts hashing soon.
+const BATCH_BYTES: usize = 2 << 20;
+
+/// Batches being hashed while the producer fills the next one.
+const MAX_IN_FLIGHT: usize = 2;
+
+type Hash = [u8; HASH_SIZE];
+
+/// Computes a dm-verity tree from an image as it is written.
+///
+/// Implements [`BlockSink`], so it can take an image straight from the ext4
+/// writer (alone, or paired with a file sink). Appends are hashed on all
+/// cores while the caller keeps writing; whole zero blocks are not hashed at
+/// all, and [`BlockSink::overwrite_block`] replaces a block's hash wherever
+/// the block is in the pipeline.
+///
+/// Call [`VerityHasher::root_hash`] or [`VerityHasher::into_tree`] at the
+/// end; calling [`BlockSink::finish`] first is allowed but not needed.
+pub struct VerityHasher {
+    /// Bytes not yet handed to a worker. Starts at a block boundary and may
+    /// end with part of a block.
+    buf: Vec<u8>,
+    /// Where the whole blocks of `buf` go in `leaves`, in order; blocks are
+    /// not contiguous when zero runs were appended between them.
+    runs: Vec<Run>,
+    /// One hash per whole block appended. Blocks still in `buf` or in flight
+    /// hold a placeholder until their batch comes back.
+    leaves: Vec<Hash>,
+    /// Batches being hashed, oldest first.
+    in_flight: VecDeque<InFlight>,
+    /// Buffers of finished batches, kept for reuse.
+    spare: Vec<Vec<u8>>,
+    /// Hashes of overwritten blocks. Applied after all batches are merged,
+    /// so they win over whatever the block held when it was hashed.
+    overwrites: BTreeMap<usize, Hash>,
+    batch_bytes: usize,
+}
+
+/// `blocks` consecutive blocks of a batch whose hashes go to `leaves[leaf..]`.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    leaf: usize,
+    blocks: usize,
+}
+
+struct InFlight {
+    runs: Vec<Run>,
+    done: Receiver<(Vec<Hash>, Vec<u8>)>,
+}
+
+impl fmt::Debug for VerityHasher {
+    // Not derived: that would print megabytes of buffered data.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerityHasher")
+            .field("len", &self.len())
+            .field("batches_in_flight", &self.in_flight.len())
+            .field("overwritten_blocks", &self.overwrites.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for VerityHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl VerityHasher {
+    /// A hasher for an empty image.
+    pub fn new() -> Self {
+        Self::with_batch_bytes(BATCH_BYTES)
+    }
+
+    /// A hasher with `batch_bytes` (a whole number of blocks) per batch.
+    fn with_batch_bytes(batch_bytes: usize) -> Self {
+        VerityHasher {
+            buf: Vec::with_capacity(batch_bytes),
+            runs: Vec::new(),
+            leaves: Vec::new(),
+            in_flight: VecDeque::new(),
+            spare: Vec::new(),
+            overwrites: BTreeMap::new(),
+            batch_bytes,
+        }
+    }
+
+    /// Finishes hashing and returns the whole tree.
+    ///
+    /// Fails if the image is empty or not a whole number of blocks.
+    pub fn into_tree(mut self) -> Result<VerityTree, Error> {
+        self.drain()?;
+        let mut leaves = mem::take(&mut self.leaves);
+        for (index, hash) in mem::take(&mut self.overwrites) {
+            if let Some(leaf) = leaves.get_mut(index) {
+                *leaf = hash;
+            }
+        }
+        VerityTree::from_leaves(leaves)
+    }
+
+    /// Finishes hashing and returns the root hash.
+    ///
+    /// Fails if the image is empty or not a whole number of blocks.
+    pub fn root_hash(self) -> Result<RootHash, Error> {
+        Ok(self.into_tree()?.root_hash())
+    }
+
+    /// Bytes appended so far.
+    fn len(&self) -> u64 {
+        self.leaves.len() as u64 * BLOCK_SIZE as u64 + (self.buf.len() % BLOCK_SIZE) as u64
+    }
+
+    fn append_bytes(&mut self, mut data: &[u8]) -> Result<(), Error> {
+        while !data.is_empty() {
+            let room = self.batch_bytes - self.buf.len();
+            let (head, rest) = data.split_at(room.min(data.len()));
+            let before = self.buf.len() / BLOCK_SIZE;
+            self.buf.extend_from_slice(head);
+            self.add_batch_blocks(self.buf.len() / BLOCK_SIZE - before)?;
+            // `batch_bytes` is whole blocks, so a full batch has no partial tail.
+            if self.buf.len() >= self.batch_bytes {
+                self.submit()?;
+            }
+            data = rest;
+        }
+        Ok(())
+    }
+
+    /// Records that `blocks` more whole blocks of `buf` are complete.
+    fn add_batch_blocks(&mut self, blocks: usize) -> Result<(), Error> {
+        if blocks == 0 {
+            return Ok(());
+        }
+        let leaf = self.leaves.len();
+        match self.runs.last_mut() {
+            Some(run) if run.leaf + run.blocks == leaf => run.blocks += blocks,
+            _ => self.runs.push(Run { leaf, blocks }),
+        }
+        self.push_leaves([0; HASH_SIZE], blocks)
+    }
+
+    fn push_leaves(&mut self, hash: Hash, count: usize) -> Result<(), Error> {
+        // A huge zero run must fail cleanly rather than abort on allocation.
+        self.leaves
+            .try_reserve(count)
+            .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        self.leaves.resize(self.leaves.len() + count, hash);
+        Ok(())
+    }
+
+    fn append_zero_bytes(&mut self, mut len: u64) -> Result<(), Error> {
+        const ZEROS: [u8; BLOCK_SIZE] = [0; BLOCK_SIZE];
+        let partial = self.buf.len() % BLOCK_SIZE;
+        if partial != 0 {
+            let n = len.min((BLOCK_SIZE - partial) as u64) as usize;
+            self.append_bytes(ZEROS.get(..n).unwrap_or(&ZEROS))?;
+            len -= n as u64;
+        }
+        // Now at a block boundary: whole zero blocks get the known hash.
+        let whole = len / BLOCK_SIZE as u64;
+        let count =
+            usize::try_from(whole).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        self.push_leaves(ZERO_BLOCK_HASH, count)?;
+        let rest = (len % BLOCK_SIZE as u64) as usize;
+        self.append_bytes(ZEROS.get(..rest).unwrap_or(&ZEROS))
+    }
+
+    fn overwrite(&mut self, index: u64, block: &[u8; BLOCK_SIZE]) -> Result<(), Error> {
+        let blocks = self.leaves.len() as u64;
+        let slot = usize::try_from(index)
+            .ok()
+            .filter(|&i| i < self.leaves.len())
+            .ok_or(Error::OverwritePastEnd { index, blocks })?;
+        // Hashing one block here is cheaper than chasing it through the pipeline.
+        self.overwrites.insert(slot, salted_hash(block));
+        Ok(())
+    }
+
+    /// Hands the whole blocks in `buf` to the pool.
+    fn submit(&mut self) -> Result<(), Error> {
+        let whole = self.buf.len() / BLOCK_SIZE * BLOCK_SIZE;
+        if whole == 0 {
+            return Ok(());
+        }
+        while self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.merge_oldest()?;
+        }
+        let mut next = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.batch_bytes));
+        next.extend_from_slice(self.buf.get(whole..).unwrap_or_default());
+        let mut batch = mem::replace(&mut self.buf, next);
+        batch.truncate(whole);
+        let runs = mem::take(&mut self.runs);
+
+        // Capacity 1: the worker never blocks on sending its one result.
+        let (tx, done) = mpsc::sync_channel(1);
+        let job = move || {
+            let hashes = batch
+                .par_chunks_exact(BLOCK_SIZE)
+                .with_min_len(16)
+                .map(salted_hash)
+                .collect();
+            // The hasher may have been dropped; then nobody wants the result.
+            let _ = tx.send((hashes, batch));
+        };
+        match pool() {
+            Some(pool) => pool.spawn(job),
+            // No threads to be had: hash here, still correct.
+            None => job(),
+        }
+        self.in_flight.push_back(InFlight { runs, done });
+        Ok(())
+    }
+
+    /// Waits for the oldest batch and stores its hashes.
+    fn merge_oldest(&mut self) -> Result<(), Error> {
+        let Some(batch) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let (hashes, mut buf) = batch
+            .done
+            .recv()
+            .map_err(|_| io::Error::other("dm-verity hashing worker stopped"))?;
+        let mut hashes = hashes.into_iter();
+        for run in batch.runs {
+            if let Some(slots) = self.leaves.get_mut(run.leaf..run.leaf + run.blocks) {
+                slots.iter_mut().zip(&mut hashes).for_each(|(s, h)| *s = h);
+            }
+        }
+        if self.spare.len() < MAX_IN_FLIGHT {
+            buf.clear();
+            self.spare.push(buf);
+        }
+        Ok(())
+    }
+
+    /// Hashes everything appended so far; fails on a partial last block.
+    fn drain(&mut self) -> Result<(), Error> {
+        if self.buf.len() % BLOCK_SIZE != 0 {
+            return Err(Error::NotBlockAligned { len: self.len() });
+        }
+        self.submit()?;
+        while !self.in_flight.is_empty() {
+            self.merge_oldest()?;
+        }
+        Ok(())
+    }
+}
+
+impl BlockSink for VerityHasher {
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        self.append_bytes(data).map_err(Error::into_io)
+    }
+
+    fn append_zeros(&mut self, len: u64) -> io::Result<()> {
+        self.append_zero_bytes(len).map_err(Error::into_io)
+    }
+
+    fn overwrite_block(&mut self, index: u64, block: &[u8; BLOCK_SIZE]) -> io::Result<()> {
+        self.overwrite(index, block).map_err(Error::into_io)
+    }
+
+    /// Waits for all hashing; fails if the image ends inside a block.
+    fn finish(&mut self) -> io::Result<()> {
+        self.drain().map_err(Error::into_io)
+    }
+}
+
+/// The pool that hashes batches and builds upper levels.
+///
+/// A pool of our own rather than rayon's global one: callers may drive a
+/// hasher from a global-pool thread (say, one layer per thread), and waiting
+/// for a batch there could block every thread the batch needs.
+pub(super) fn pool() -> Option<&'static ThreadPool> {
+    static POOL: OnceLock<Option<ThreadPool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        ThreadPoolBuilder::new()
+            .thread_name(|i| format!("confsum-verity-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verity::root_hash;
+
+    fn pseudo_random(len: usize, mut seed: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    }
+
+    /// Small batches make every path of the pipeline run many times.
+    #[test]
+    fn small_batches_with_zeros_and_overwrites() {
+        let blocks = 300;
+        let mut image = pseudo_random(blocks * BLOCK_SIZE, 7);
+        let mut hasher = VerityHasher::with_batch_bytes(4 * BLOCK_SIZE);
+        let mut pos = 0;
+        let mut step = 1;
+        while pos < image.len() {
+            let end = (pos + step * 997).min(image.len());
+            if step % 3 == 0 {
+                image[pos..end].fill(0);
+                hasher.append_zeros((end - pos) as u64).unwrap();
+            } else {
+                hasher.append(&image[pos..end]).unwrap();
+            }
+            // Overwrite blocks in the batch being filled, in flight and done.
+            let written = end / BLOCK_SIZE;
+            for back in [1, 3, 9, 40] {
+                if written > back && (written + back) % 5 == 0 {
+                    let index = written - back;
+                    let block: [u8; BLOCK_SIZE] =
+                        pseudo_random(BLOCK_SIZE, (index * 31 + step) as u64)
+                            .try_into()
+                            .unwrap();
+                    image[index * BLOCK_SIZE..][..BLOCK_SIZE].copy_from_slice(&block);
+                    hasher.overwrite_block(index as u64, &block).unwrap();
+                }
+            }
+            pos = end;
+            step = step % 17 + 1;
+        }
+        hasher.finish().unwrap();
+        assert_eq!(hasher.root_hash().unwrap(), root_hash(&image[..]).unwrap());
+    }
+
+    #[test]
+    fn hasher_can_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<VerityHasher>();
+    }
+
+    #[test]
+    fn overwrite_past_end_is_an_error() {
+        let mut hasher = VerityHasher::new();
+        hasher.append(&[1; BLOCK_SIZE + 10]).unwrap();
+        let err = hasher.overwrite_block(1, &[0; BLOCK_SIZE]).unwrap_err();
+        let inner = err.into_inner().unwrap().downcast::<Error>().unwrap();
+        assert!(matches!(
+            *inner,
+            Error::OverwritePastEnd {
+                index: 1,
+                blocks: 1
+            }
+        ));
+    }
+
+    #[test]
+    fn unaligned_finish_is_an_error() {
+        let mut hasher = VerityHasher::new();
+        hasher.append_zeros(BLOCK_SIZE as u64 * 3 + 1).unwrap();
+        assert_eq!(
+            hasher.finish().unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        assert!(matches!(
+            hasher.root_hash(),
+            Err(Error::NotBlockAligned { len }) if len == BLOCK_SIZE as u64 * 3 + 1
+        ));
+    }
+}
