@@ -75,8 +75,8 @@ pub enum Refusal {
     InvalidName,
     /// A parent directory does not exist or is not a directory.
     PathNotFound,
-    /// A hard link's target does not exist.
-    LinkTargetNotFound,
+    /// A hard link's target (named here) does not exist.
+    LinkTargetNotFound(String),
     /// A directory would be replaced by a non-directory.
     ReplaceDirWithFile,
     /// A non-directory would be replaced by a directory.
@@ -108,7 +108,7 @@ impl std::fmt::Display for Refusal {
             }
             Refusal::InvalidName => f.write_str("invalid name"),
             Refusal::PathNotFound => f.write_str("path not found"),
-            Refusal::LinkTargetNotFound => f.write_str("link target not found"),
+            Refusal::LinkTargetNotFound(target) => write!(f, "link target not found: {target:?}"),
             Refusal::ReplaceDirWithFile => f.write_str("cannot replace a directory with a file"),
             Refusal::ReplaceFileWithDir => f.write_str("cannot replace a file with a directory"),
             Refusal::OrphanExisting => f.write_str("cannot orphan existing file or directory"),

@@ -169,8 +169,8 @@ fn tar_error(e: TarError, last: &Option<String>) -> Error {
             entry: last.clone(),
             source: io::Error::new(io::ErrorKind::InvalidData, what),
         },
-        TarError::Unsupported(what) => Error::Unsupported {
-            entry: last.clone().unwrap_or_default(),
+        TarError::Unsupported(entry, what) => Error::Unsupported {
+            entry: lossy(&entry),
             what,
         },
     }

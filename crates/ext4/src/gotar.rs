@@ -48,8 +48,8 @@ pub(crate) struct Entry {
 pub(crate) enum TarError {
     /// The bytes are not a valid archive.
     Invalid(&'static str),
-    /// The archive uses a feature that is deliberately not supported.
-    Unsupported(&'static str),
+    /// The entry named uses a feature that is deliberately not supported.
+    Unsupported(Vec<u8>, &'static str),
     /// Reading failed, or the archive ended early.
     Io(io::Error),
 }
@@ -88,6 +88,10 @@ fn parse_octal(b: &[u8]) -> Result<i64, TarError> {
         return Ok(0);
     };
     let s = parse_string(b.get(start..=end).unwrap_or_default());
+    // Digits only: Rust's parser would also take a leading '+', Go's does not.
+    if s.is_empty() || !s.iter().all(|c| (b'0'..=b'7').contains(c)) {
+        return Err(TarError::Invalid("invalid octal number in header"));
+    }
     std::str::from_utf8(&s)
         .ok()
         .and_then(|s| u64::from_str_radix(s, 8).ok())
@@ -431,9 +435,12 @@ impl<R: Read> TarReader<R> {
                             name: e.name,
                             ..Entry::default()
                         };
-                        merge_pax(&mut g, pax).map_err(|_| {
-                            TarError::Unsupported("global PAX header with invalid records")
-                        })?;
+                        if merge_pax(&mut g, pax).is_err() {
+                            return Err(TarError::Unsupported(
+                                g.name,
+                                "global PAX header with invalid records",
+                            ));
+                        }
                         let pax = std::mem::take(&mut g.pax);
                         return Ok(Some(Entry {
                             typeflag: b'g',
@@ -457,7 +464,7 @@ impl<R: Read> TarReader<R> {
                         e.typeflag = if e.name.ends_with(b"/") { b'5' } else { b'0' };
                     }
                     if e.typeflag == b'S' || e.pax.keys().any(|k| k.starts_with(b"GNU.sparse.")) {
-                        return Err(TarError::Unsupported("sparse file"));
+                        return Err(TarError::Unsupported(e.name, "sparse file"));
                     }
                     // PAX may have changed the size.
                     self.start_data(&e)?;

@@ -125,9 +125,13 @@ pub(crate) struct Writer<S: BlockSink> {
     initialized: bool,
 }
 
+fn lossy(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).into_owned()
+}
+
 fn refused(name: &[u8], reason: Refusal) -> Error {
     Error::Refused {
-        entry: String::from_utf8_lossy(name).into_owned(),
+        entry: lossy(name),
         reason,
     }
 }
@@ -442,7 +446,7 @@ impl<S: BlockSink> Writer<S> {
             .as_ref()
             .and_then(|c| c.get(child).copied());
         if existing.is_none() && must_exist {
-            return Err(refused(name, Refusal::LinkTargetNotFound));
+            return Err(refused(name, Refusal::PathNotFound));
         }
         Ok((dir, existing, child.to_vec()))
     }
@@ -564,10 +568,9 @@ impl<S: BlockSink> Writer<S> {
                 return Err(refused(new_name, Refusal::OrphanExisting));
             }
         }
-        let (_, old, _) = self.lookup(old_name, true)?;
-        let Some(old) = old else {
-            return Err(refused(new_name, Refusal::LinkTargetNotFound));
-        };
+        let not_found = || refused(new_name, Refusal::LinkTargetNotFound(lossy(old_name)));
+        let (_, old, _) = self.lookup(old_name, true).map_err(|_| not_found())?;
+        let old = old.ok_or_else(not_found)?;
         if self.node(old).is_dir() {
             return Err(refused(new_name, Refusal::LinkToDirectory));
         }
