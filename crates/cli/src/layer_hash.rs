@@ -5,7 +5,7 @@ use std::io::{self, BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use confsum_encfs::{RootHash, VerityHasher};
 use confsum_ext4::{ImageSink, Options, PathPolicy, convert_tar, decompress};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -45,7 +45,7 @@ pub(crate) struct Args {
 
 pub(crate) fn run(args: &Args) -> Result<ExitCode> {
     if args.image_out.is_some() && args.files.len() != 1 {
-        bail!("--image-out takes exactly one input");
+        crate::usage_error("--image-out takes exactly one input");
     }
     let mut options = Options::default();
     if args.clean_paths {

@@ -5,7 +5,7 @@ mod layer_hash;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Confidential summarization on Azure Confidential Containers, without root,
 /// Docker or device-mapper.
@@ -19,6 +19,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     LayerHash(layer_hash::Args),
+}
+
+/// Reports a usage error the way clap does (with exit status 2) and exits.
+fn usage_error(message: &str) -> ! {
+    Cli::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, message)
+        .exit()
 }
 
 fn main() -> ExitCode {
