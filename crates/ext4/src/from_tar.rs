@@ -9,7 +9,7 @@ use std::io::{self, BufRead, Read};
 use crate::error::Error;
 use crate::gotar::{TarError, TarReader};
 use crate::sink::BlockSink;
-use crate::writer::{FileSpec, Writer, mode, split_last};
+use crate::writer::{FileSpec, Writer, lossy, mode, split_last};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
@@ -60,10 +60,6 @@ pub fn decompress<'a, R: BufRead + 'a>(mut input: R) -> io::Result<Box<dyn Read 
     } else {
         Ok(Box::new(input))
     }
-}
-
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// Converts an uncompressed tar stream into an ext4 image written to `sink`,

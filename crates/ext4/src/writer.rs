@@ -125,7 +125,8 @@ pub(crate) struct Writer<S: BlockSink> {
     initialized: bool,
 }
 
-fn lossy(name: &[u8]) -> String {
+/// A name for messages: entry names are bytes and need not be UTF-8.
+pub(crate) fn lossy(name: &[u8]) -> String {
     String::from_utf8_lossy(name).into_owned()
 }
 
@@ -348,14 +349,14 @@ impl<S: BlockSink> Writer<S> {
         let mut state = XattrState::new();
         for (k, v) in &f.xattrs {
             if !state.add(k, v) {
-                let n = String::from_utf8_lossy(k).into_owned();
+                let n = lossy(k);
                 return Err(self.fail_with(node, name, Refusal::XattrTooLarge(n)));
             }
         }
         if state.block.len() > xattr::MAX_MODELLED_BLOCK_ENTRIES {
             self.put(node);
             return Err(Error::Unsupported {
-                entry: String::from_utf8_lossy(name).into_owned(),
+                entry: lossy(name),
                 what: "more than 12 extended attributes spill out of the inode",
             });
         }
@@ -605,7 +606,7 @@ impl<S: BlockSink> Writer<S> {
         }
         if n.file_type() == mode::LNK && n.size > SMALL_SYMLINK_SIZE {
             return Err(Error::Unsupported {
-                entry: String::from_utf8_lossy(name).into_owned(),
+                entry: lossy(name),
                 what: "cannot retrieve link information",
             });
         }
