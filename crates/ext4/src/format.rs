@@ -112,6 +112,8 @@ pub(crate) struct SuperBlock {
     pub(crate) first_inode: u32,
     pub(crate) inode_size: u16,
     pub(crate) lpf_inode: u32,
+    /// Sets the read-only feature, as the reference does for layers.
+    pub(crate) read_only: bool,
 }
 
 impl SuperBlock {
@@ -148,15 +150,22 @@ impl SuperBlock {
             96,
             INCOMPAT_FILETYPE | INCOMPAT_EXTENTS | INCOMPAT_FLEX_BG,
         );
+        let read_only = if self.read_only {
+            RO_COMPAT_READONLY
+        } else {
+            0
+        };
         put32(
             b,
             100,
-            RO_COMPAT_LARGE_FILE | RO_COMPAT_HUGE_FILE | RO_COMPAT_EXTRA_ISIZE | RO_COMPAT_READONLY,
+            RO_COMPAT_LARGE_FILE | RO_COMPAT_HUGE_FILE | RO_COMPAT_EXTRA_ISIZE | read_only,
         );
         put16(b, 348, EXTRA_ISIZE);
         put16(b, 350, EXTRA_ISIZE);
         if let Some(d) = b.get_mut(372) {
-            *d = 31; // log2(groups per flex group)
+            // log2(groups per flex group): the reference's 31, or mke2fs's 4
+            // where the kernel will allocate.
+            *d = if self.read_only { 31 } else { 4 };
         }
         put32(b, 616, self.lpf_inode);
     }

@@ -22,7 +22,7 @@ use crate::writer::{FileSpec, Writer, mode};
 /// The root directory's own metadata becomes the image root's. Ownership,
 /// permissions, times, device numbers and extended attributes are kept.
 pub fn convert_dir<S: BlockSink>(root: &Path, sink: S, options: &Options) -> Result<S, Error> {
-    let mut w = Writer::new(sink, options.max_disk_size);
+    let mut w = Writer::new(sink, options);
     let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     let mut buf = vec![0u8; 1 << 20];
     // (path on disk, path in the image)

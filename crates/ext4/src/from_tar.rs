@@ -38,6 +38,29 @@ pub struct Options {
     pub convert_whiteouts: bool,
     /// What to do with absolute names and `..`.
     pub path_policy: PathPolicy,
+    /// Lay out an image the kernel can mount read-write, instead of the
+    /// reference's read-only one. Such images never match a layer hash.
+    pub writable: Option<Writable>,
+}
+
+/// Room for a read-write file system, beyond what the content needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Writable {
+    /// Smallest image size in bytes; what the content does not use is free.
+    pub min_size: u64,
+    /// One inode for every this many bytes of image, as `mke2fs -i`.
+    pub bytes_per_inode: u64,
+}
+
+impl Writable {
+    /// An image of at least `min_size` bytes with mke2fs's default inode ratio.
+    pub fn with_min_size(min_size: u64) -> Self {
+        Writable {
+            min_size,
+            bytes_per_inode: 16 << 10,
+        }
+    }
 }
 
 impl Default for Options {
@@ -46,6 +69,7 @@ impl Default for Options {
             max_disk_size: 128 << 30,
             convert_whiteouts: true,
             path_policy: PathPolicy::Reject,
+            writable: None,
         }
     }
 }
@@ -70,7 +94,7 @@ pub fn convert_tar<R: Read, S: BlockSink>(
     options: &Options,
 ) -> Result<S, Error> {
     let mut tar = TarReader::new(input);
-    let mut w = Writer::new(sink, options.max_disk_size);
+    let mut w = Writer::new(sink, options);
     let mut last: Option<String> = None;
     let mut buf = vec![0u8; 1 << 20];
     loop {

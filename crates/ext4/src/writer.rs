@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, Refusal};
 use crate::format::{self, Inode as RawInode, SuperBlock};
+use crate::from_tar::{Options, Writable};
 use crate::sink::{BLOCK_SIZE, BlockSink};
 use crate::time::{FsTime, GoTime};
 use crate::xattr::{self, XattrState};
@@ -123,6 +124,7 @@ pub(crate) struct Writer<S: BlockSink> {
     gd_blocks: u32,
     cur: Option<Current>,
     initialized: bool,
+    writable: Option<Writable>,
 }
 
 /// A name for messages: entry names are bytes and need not be UTF-8.
@@ -174,15 +176,16 @@ fn dirent_type(mode: u16) -> u8 {
 }
 
 impl<S: BlockSink> Writer<S> {
-    /// A writer whose image may grow to `max_disk_size` bytes (rounded up to a
-    /// block); 0 means the reference's default of 16 GiB.
-    pub(crate) fn new(sink: S, max_disk_size: u64) -> Self {
-        let max_disk_size = if max_disk_size > MAX_MAX_DISK_SIZE {
+    /// A writer whose image may grow to `options.max_disk_size` bytes
+    /// (rounded up to a block); 0 means the reference's default of 16 GiB.
+    pub(crate) fn new(sink: S, options: &Options) -> Self {
+        let max = options.max_disk_size;
+        let max_disk_size = if max > MAX_MAX_DISK_SIZE {
             MAX_MAX_DISK_SIZE
-        } else if max_disk_size == 0 {
+        } else if max == 0 {
             DEFAULT_MAX_DISK_SIZE
         } else {
-            max_disk_size.div_ceil(BLOCK) * BLOCK
+            max.div_ceil(BLOCK) * BLOCK
         };
         Writer {
             sink,
@@ -192,6 +195,7 @@ impl<S: BlockSink> Writer<S> {
             gd_blocks: 0,
             cur: None,
             initialized: false,
+            writable: options.writable,
         }
     }
 
@@ -856,8 +860,10 @@ impl<S: BlockSink> Writer<S> {
         self.finish_inode()?;
 
         let inode_table_offset = self.block();
-        let (groups, inodes_per_group) =
-            best_group_count(inode_table_offset, self.inodes.len() as u32);
+        let (groups, inodes_per_group) = match self.writable {
+            None => best_group_count(inode_table_offset, self.inodes.len() as u32),
+            Some(w) => self.writable_group_count(inode_table_offset, w)?,
+        };
         let table_size = u64::from(groups) * u64::from(inodes_per_group) * u64::from(INODE_SIZE);
         if table_size > u64::from(u32::MAX) {
             return Err(Error::DiskFull {
@@ -870,7 +876,10 @@ impl<S: BlockSink> Writer<S> {
         let bitmap_size = groups * 2;
         let valid_data_size = bitmap_offset + bitmap_size;
         let min_size = (groups - 1) * BLOCKS_PER_GROUP + 1;
-        let disk_size = valid_data_size.max(min_size);
+        let requested = self
+            .writable
+            .map_or(0, |w| w.min_size.div_ceil(BLOCK) as u32);
+        let disk_size = valid_data_size.max(min_size).max(requested);
 
         let used_gd_blocks = (groups - 1) / GROUPS_PER_DESCRIPTOR_BLOCK + 1;
         if used_gd_blocks > self.gd_blocks {
@@ -922,6 +931,12 @@ impl<S: BlockSink> Writer<S> {
                     dirs = dirs.wrapping_add(1);
                 }
             }
+            if self.writable.is_some() {
+                // The reference leaves these clear; e2fsck wants them set.
+                for j in inodes_per_group..MAX_INODES_PER_GROUP {
+                    set_bit(inode_bitmap, j);
+                }
+            }
             self.append(&bitmaps)?;
 
             let used_blocks = used_blocks as u16;
@@ -960,6 +975,7 @@ impl<S: BlockSink> Writer<S> {
             first_inode: INODE_FIRST,
             inode_size: INODE_SIZE as u16,
             lpf_inode: INODE_FIRST,
+            read_only: self.writable.is_none(),
         };
         let mut blk = [0u8; BLOCK_SIZE];
         if let Some(s) = blk.get_mut(1024..2048) {
@@ -968,6 +984,34 @@ impl<S: BlockSink> Writer<S> {
         self.sink.overwrite_block(0, &blk)?;
         self.sink.finish()?;
         Ok(self.sink)
+    }
+}
+
+impl<S: BlockSink> Writer<S> {
+    /// Groups and inodes per group for a writable image: enough groups for
+    /// the requested size and for the metadata, enough inodes for the ratio.
+    fn writable_group_count(&self, data_blocks: u32, w: Writable) -> Result<(u32, u32), Error> {
+        let full = || Error::DiskFull {
+            max: self.max_disk_size,
+        };
+        let blocks = u32::try_from(w.min_size.div_ceil(BLOCK)).map_err(|_| full())?;
+        let wanted = (w.min_size / w.bytes_per_inode.max(BLOCK)).max(self.inodes.len() as u64);
+        let wanted = u32::try_from(wanted).map_err(|_| full())?;
+        let mut groups = blocks.div_ceil(BLOCKS_PER_GROUP).max(1);
+        while groups <= GROUPS_PER_DESCRIPTOR_BLOCK * self.gd_blocks {
+            let ipg = wanted
+                .div_ceil(groups)
+                .next_multiple_of(INODES_PER_GROUP_INCREMENT)
+                .max(INODES_PER_GROUP_INCREMENT);
+            let metadata = u64::from(groups) * u64::from(ipg * INODE_SIZE / BLOCK_SIZE as u32 + 2);
+            let end = u64::from(data_blocks) + metadata;
+            if ipg <= MAX_INODES_PER_GROUP && end <= u64::from(groups) * u64::from(BLOCKS_PER_GROUP)
+            {
+                return Ok((groups, ipg));
+            }
+            groups += 1;
+        }
+        Err(full())
     }
 }
 
