@@ -49,6 +49,8 @@ pub struct Options {
 pub struct Writable {
     /// Smallest image size in bytes; what the content does not use is free.
     pub min_size: u64,
+    /// Free bytes to leave at least, whatever the content's size.
+    pub free_space: u64,
     /// One inode for every this many bytes of image, as `mke2fs -i`.
     pub bytes_per_inode: u64,
 }
@@ -58,7 +60,16 @@ impl Writable {
     pub fn with_min_size(min_size: u64) -> Self {
         Writable {
             min_size,
+            free_space: 0,
             bytes_per_inode: 16 << 10,
+        }
+    }
+
+    /// An image with at least `free_space` bytes free beyond its content.
+    pub fn with_free_space(free_space: u64) -> Self {
+        Writable {
+            free_space,
+            ..Writable::with_min_size(0)
         }
     }
 }

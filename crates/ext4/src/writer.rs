@@ -860,9 +860,12 @@ impl<S: BlockSink> Writer<S> {
         self.finish_inode()?;
 
         let inode_table_offset = self.block();
-        let (groups, inodes_per_group) = match self.writable {
-            None => best_group_count(inode_table_offset, self.inodes.len() as u32),
-            Some(w) => self.writable_group_count(inode_table_offset, w)?,
+        let (groups, inodes_per_group, requested) = match self.writable {
+            None => {
+                let (g, ipg) = best_group_count(inode_table_offset, self.inodes.len() as u32);
+                (g, ipg, 0)
+            }
+            Some(w) => self.writable_layout(inode_table_offset, w)?,
         };
         let table_size = u64::from(groups) * u64::from(inodes_per_group) * u64::from(INODE_SIZE);
         if table_size > u64::from(u32::MAX) {
@@ -876,9 +879,6 @@ impl<S: BlockSink> Writer<S> {
         let bitmap_size = groups * 2;
         let valid_data_size = bitmap_offset + bitmap_size;
         let min_size = (groups - 1) * BLOCKS_PER_GROUP + 1;
-        let requested = self
-            .writable
-            .map_or(0, |w| w.min_size.div_ceil(BLOCK) as u32);
         let disk_size = valid_data_size.max(min_size).max(requested);
 
         let used_gd_blocks = (groups - 1) / GROUPS_PER_DESCRIPTOR_BLOCK + 1;
@@ -988,26 +988,33 @@ impl<S: BlockSink> Writer<S> {
 }
 
 impl<S: BlockSink> Writer<S> {
-    /// Groups and inodes per group for a writable image: enough groups for
-    /// the requested size and for the metadata, enough inodes for the ratio.
-    fn writable_group_count(&self, data_blocks: u32, w: Writable) -> Result<(u32, u32), Error> {
+    /// Groups, inodes per group and disk blocks for a writable image: the
+    /// requested size or free space, room for the metadata, inodes for the
+    /// ratio, and a block count whose group count is exactly `groups`.
+    fn writable_layout(&self, data_blocks: u32, w: Writable) -> Result<(u32, u32, u32), Error> {
         let full = || Error::DiskFull {
             max: self.max_disk_size,
         };
-        let blocks = u32::try_from(w.min_size.div_ceil(BLOCK)).map_err(|_| full())?;
-        let wanted = (w.min_size / w.bytes_per_inode.max(BLOCK)).max(self.inodes.len() as u64);
+        let min_blocks = w.min_size.div_ceil(BLOCK);
+        let free_blocks = w.free_space.div_ceil(BLOCK);
+        let estimate = min_blocks.max(u64::from(data_blocks) + free_blocks);
+        let wanted =
+            (estimate * BLOCK / w.bytes_per_inode.max(BLOCK)).max(self.inodes.len() as u64);
         let wanted = u32::try_from(wanted).map_err(|_| full())?;
-        let mut groups = blocks.div_ceil(BLOCKS_PER_GROUP).max(1);
+        let per_group = u64::from(BLOCKS_PER_GROUP);
+        let mut groups = u32::try_from(estimate.div_ceil(per_group).max(1)).map_err(|_| full())?;
         while groups <= GROUPS_PER_DESCRIPTOR_BLOCK * self.gd_blocks {
             let ipg = wanted
                 .div_ceil(groups)
                 .next_multiple_of(INODES_PER_GROUP_INCREMENT)
                 .max(INODES_PER_GROUP_INCREMENT);
             let metadata = u64::from(groups) * u64::from(ipg * INODE_SIZE / BLOCK_SIZE as u32 + 2);
-            let end = u64::from(data_blocks) + metadata;
-            if ipg <= MAX_INODES_PER_GROUP && end <= u64::from(groups) * u64::from(BLOCKS_PER_GROUP)
-            {
-                return Ok((groups, ipg));
+            let needed = min_blocks.max(u64::from(data_blocks) + metadata + free_blocks);
+            // The block count decides the group count: pad up into the last group.
+            let blocks = needed.max((u64::from(groups) - 1) * per_group + 1);
+            if ipg <= MAX_INODES_PER_GROUP && blocks <= u64::from(groups) * per_group {
+                let blocks = u32::try_from(blocks).map_err(|_| full())?;
+                return Ok((groups, ipg, blocks));
             }
             groups += 1;
         }

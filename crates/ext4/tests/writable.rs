@@ -72,6 +72,27 @@ fn writable_images_are_clean_and_hold_the_requested_free_space() {
 }
 
 #[test]
+fn free_space_is_kept_beyond_any_content() {
+    let Some(tools) = debugfs::tools() else {
+        return;
+    };
+    for content in [0usize, 5 << 20] {
+        let tar = tarball::tar_of(&[Entry::file("docs/blob", vec![1u8; content])]);
+        let image = tempfile::NamedTempFile::new().unwrap();
+        let mut options = Options::default();
+        options.writable = Some(Writable::with_free_space(40 << 20));
+        convert_tar(&tar[..], ImageSink::new(image.reopen().unwrap()), &options).unwrap();
+        let text = e2fsck_clean(&tools, image.path(), &format!("{content} bytes of content"));
+        let (used, total) = blocks(&text);
+        assert!((total - used) * 4096 >= 40 << 20, "{content}: {text}");
+        assert!(
+            (total - used) * 4096 < 41 << 20,
+            "{content}: not much more: {text}"
+        );
+    }
+}
+
+#[test]
 fn writable_images_accept_new_files() {
     let Some(tools) = debugfs::tools() else {
         return;
