@@ -1,5 +1,13 @@
 //! LUKS2 images and dm-verity hash trees.
 //!
+//! The data owner seals documents into a LUKS2 image ([`seal`]) that Azure's
+//! encrypted-filesystem sidecar opens with the kernel's `cryptsetup open` and
+//! mounts read-write; no root, device-mapper or loop device is needed to make
+//! it. Inside the workload, [`Volume`] opens the same image (or one made by
+//! cryptsetup) without privileges and [`Filesystem`] reads its files.
+//! [`Luks2`] manages key slots, so the key the HSM releases can be rotated
+//! without re-encrypting the data.
+//!
 //! Azure names each container layer by the dm-verity root hash of its ext4
 //! image, so the policy side of the project needs trees that match hcsshim
 //! exactly; [`VerityHasher`] computes one while the image is being written,
@@ -25,10 +33,18 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod crypt;
 mod error;
+mod luks2;
+mod seal;
 mod verity;
+mod volume;
 
 pub use crate::{
+    crypt::{SectorCipher, VolumeKey},
     error::Error,
+    luks2::{FormatOptions, Kdf, KeyslotInfo, KeyslotPriority, Luks2},
+    seal::{SealOptions, SealReport, SealSource, seal},
     verity::{RootHash, VerityHasher, VeritySuperblock, VerityTree, root_hash},
+    volume::{EntryInfo, FileKind, Filesystem, Volume},
 };

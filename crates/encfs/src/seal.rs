@@ -1,0 +1,325 @@
+//! The data owner's step: a directory (or tar) in, an encrypted image out.
+//!
+//! The recipe does this with `mkfs.ext4`, a loop mount and `cryptsetup`, as
+//! root. Here the ext4 image is laid out by `confsum-ext4` and encrypted
+//! block by block as it is produced, so nothing is ever written in the
+//! clear, nothing needs privileges, and the image is only as large as its
+//! content plus the free space asked for. The output appears under its final
+//! name only once it is complete.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::mpsc;
+
+use confsum_ext4::{BLOCK_SIZE, BlockSink, Options, Writable, convert_dir, convert_tar};
+
+use crate::Error;
+use crate::crypt::{SectorCipher, VolumeKey};
+use crate::luks2::{FormatOptions, Luks2};
+
+/// Bytes encrypted per batch: large enough to spread over every core.
+const BATCH: usize = 8 << 20;
+
+/// What to put in the image.
+#[non_exhaustive]
+pub enum SealSource<'a> {
+    /// A directory tree on disk.
+    Dir(&'a Path),
+    /// An uncompressed tar stream.
+    Tar(&'a mut dyn Read),
+}
+
+impl std::fmt::Debug for SealSource<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SealSource::Dir(p) => f.debug_tuple("Dir").field(p).finish(),
+            SealSource::Tar(_) => f.write_str("Tar(..)"),
+        }
+    }
+}
+
+/// How to build the image.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SealOptions {
+    /// LUKS2 parameters; the default is the recipe's.
+    pub format: FormatOptions,
+    /// Total image size in bytes, header included. `None`: content plus
+    /// [`SealOptions::free_space`].
+    pub size: Option<u64>,
+    /// Free space left in the file system when no size is forced.
+    pub free_space: u64,
+    /// Replace an existing image at the output path.
+    pub overwrite: bool,
+}
+
+impl Default for SealOptions {
+    fn default() -> Self {
+        SealOptions {
+            format: FormatOptions::recipe(),
+            size: None,
+            free_space: 16 << 20,
+            overwrite: false,
+        }
+    }
+}
+
+/// What was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SealReport {
+    /// Size of the image file.
+    pub image_size: u64,
+    /// Size of the ext4 file system inside.
+    pub filesystem_size: u64,
+    /// The LUKS2 UUID.
+    pub uuid: String,
+}
+
+/// Seals `source` into a new LUKS2 image at `out`, with keyslot 0 opened by
+/// `passphrase` (the recipe uses a 32-byte random key file). `progress` is
+/// called with the number of image bytes written so far.
+pub fn seal(
+    source: SealSource<'_>,
+    out: &Path,
+    passphrase: &[u8],
+    options: &SealOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<SealReport, Error> {
+    if !options.overwrite && out.exists() {
+        return Err(Error::Exists(out.to_path_buf()));
+    }
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let key = VolumeKey::generate(64)?;
+    let (luks, header) = Luks2::format(&key, passphrase, &options.format)?;
+    let data_offset = luks.data_offset();
+    let mut ext4 = Options::default();
+    ext4.max_disk_size = 1 << 40;
+    ext4.writable = Some(match options.size {
+        Some(size) => {
+            let fs_size = size
+                .checked_sub(data_offset)
+                .filter(|s| *s >= BLOCK_SIZE as u64)
+                .ok_or(Error::ImageTooSmall {
+                    size,
+                    needed: data_offset + BLOCK_SIZE as u64,
+                })?;
+            Writable::with_min_size(fs_size - fs_size % BLOCK_SIZE as u64)
+        }
+        None => Writable::with_free_space(options.free_space),
+    });
+
+    // Dropped (and so deleted) on any error below.
+    let tmp = tempfile::Builder::new()
+        .prefix(".confsum-seal-")
+        .tempfile_in(dir)?;
+    tmp.as_file().write_all_at(&header, 0)?;
+    progress(header.len() as u64);
+    let cipher = SectorCipher::new(&key, luks.sector_size(), luks.iv_tweak())?;
+    let file = tmp.as_file();
+
+    // Three stages: this thread lays out the file system, one thread
+    // encrypts (on every core), one writes; each works on its own batch.
+    let filesystem_size = std::thread::scope(|scope| -> Result<u64, Error> {
+        let (jobs, queue) = mpsc::sync_channel::<Job>(2);
+        let (sealed_tx, sealed) = mpsc::sync_channel::<Job>(2);
+        let (spare_tx, spare) = mpsc::channel::<Vec<u8>>();
+        let encryptor = scope.spawn(|| encrypt_jobs(&cipher, queue, sealed_tx));
+        let writer = scope.spawn(|| write_jobs(file, data_offset, sealed, spare_tx));
+        let sink = EncryptingSink {
+            jobs,
+            spare,
+            base: data_offset,
+            buf: Vec::with_capacity(BATCH),
+            buf_start: 0,
+            progress,
+        };
+        let converted = match source {
+            SealSource::Dir(path) => convert_dir(path, sink, &ext4),
+            SealSource::Tar(reader) => convert_tar(reader, sink, &ext4),
+        };
+        // Dropping the sink closes the queue, so both stages end.
+        let written = converted.map(|sink| sink.buf_start);
+        let panicked = || Error::Io(io::Error::other("an encryption thread panicked"));
+        let encrypted = encryptor.join().map_err(|_| panicked())?;
+        let wrote = writer.join().map_err(|_| panicked())?;
+        // A stage's failure is the cause of any failure it made the others see.
+        wrote?;
+        encrypted?;
+        Ok(written?)
+    })?;
+    let image_size = data_offset + filesystem_size;
+    if let Some(size) = options.size {
+        if image_size > size {
+            return Err(Error::ImageTooSmall {
+                size,
+                needed: image_size,
+            });
+        }
+        // Round a forced size down to whole blocks, as the file system is.
+        tmp.as_file().set_len(image_size)?;
+    }
+    tmp.as_file().sync_all()?;
+    let persisted = if options.overwrite {
+        tmp.persist(out).map(drop)
+    } else {
+        tmp.persist_noclobber(out).map(drop)
+    };
+    persisted.map_err(|e| Error::Io(e.error))?;
+    Ok(SealReport {
+        image_size,
+        filesystem_size,
+        uuid: luks.uuid(),
+    })
+}
+
+/// Work for the encryption and writer threads, in image order.
+enum Job {
+    /// Whole blocks of plaintext at a segment offset.
+    Batch { offset: u64, data: Vec<u8> },
+    /// One block rewritten after it was queued.
+    Block {
+        offset: u64,
+        block: Box<[u8; BLOCK_SIZE]>,
+    },
+}
+
+/// Encrypts each job in place and passes it on, in order.
+fn encrypt_jobs(
+    cipher: &SectorCipher,
+    queue: mpsc::Receiver<Job>,
+    sealed: mpsc::SyncSender<Job>,
+) -> Result<(), Error> {
+    for mut job in queue {
+        match &mut job {
+            Job::Batch { offset, data } => cipher.encrypt(*offset, data)?,
+            Job::Block { offset, block } => cipher.encrypt(*offset, &mut block[..])?,
+        }
+        if sealed.send(job).is_err() {
+            // The writer failed; it reports why.
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Writes encrypted jobs after the header; emptied batch buffers go back
+/// for reuse.
+fn write_jobs(
+    file: &File,
+    base: u64,
+    sealed: mpsc::Receiver<Job>,
+    spare: mpsc::Sender<Vec<u8>>,
+) -> Result<(), Error> {
+    for job in sealed {
+        match job {
+            Job::Batch { offset, mut data } => {
+                file.write_all_at(&data, base + offset)?;
+                data.clear();
+                // The sink may be gone already; then nobody needs the buffer.
+                let _ = spare.send(data);
+            }
+            Job::Block { offset, block } => file.write_all_at(&block[..], base + offset)?,
+        }
+    }
+    Ok(())
+}
+
+/// Collects the image as the ext4 writer produces it and hands whole
+/// batches to the encryption thread.
+struct EncryptingSink<'a> {
+    jobs: mpsc::SyncSender<Job>,
+    spare: mpsc::Receiver<Vec<u8>>,
+    /// Where the data segment starts in the file, for progress.
+    base: u64,
+    /// Plaintext not yet queued; starts at segment offset `buf_start`.
+    buf: Vec<u8>,
+    buf_start: u64,
+    progress: &'a mut dyn FnMut(u64),
+}
+
+fn worker_gone() -> io::Error {
+    io::Error::other("the encryption thread stopped")
+}
+
+impl EncryptingSink<'_> {
+    /// Queues the buffer, which holds whole blocks.
+    fn submit(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if self.buf.len() % BLOCK_SIZE != 0 {
+            return Err(io::Error::other("image does not end on a block boundary"));
+        }
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+        let data = std::mem::replace(&mut self.buf, next);
+        let offset = self.buf_start;
+        self.buf_start += data.len() as u64;
+        self.jobs
+            .send(Job::Batch { offset, data })
+            .map_err(|_| worker_gone())?;
+        (self.progress)(self.base + self.buf_start);
+        Ok(())
+    }
+}
+
+impl BlockSink for EncryptingSink<'_> {
+    fn append(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let (head, rest) = data.split_at((BATCH - self.buf.len()).min(data.len()));
+            self.buf.extend_from_slice(head);
+            if self.buf.len() == BATCH {
+                self.submit()?;
+            }
+            data = rest;
+        }
+        Ok(())
+    }
+
+    fn append_zeros(&mut self, mut len: u64) -> io::Result<()> {
+        // Free space is encrypted zeros, not holes: a hole would decrypt to
+        // noise, and the image should not reveal which blocks are in use.
+        while len > 0 {
+            let n = ((BATCH - self.buf.len()) as u64).min(len) as usize;
+            self.buf.resize(self.buf.len() + n, 0);
+            len -= n as u64;
+            if self.buf.len() == BATCH {
+                self.submit()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn overwrite_block(&mut self, index: u64, block: &[u8; BLOCK_SIZE]) -> io::Result<()> {
+        let offset = index * BLOCK_SIZE as u64;
+        if offset >= self.buf_start {
+            let at = (offset - self.buf_start) as usize;
+            return match self.buf.get_mut(at..at + BLOCK_SIZE) {
+                Some(slot) => {
+                    slot.copy_from_slice(block);
+                    Ok(())
+                }
+                None => Err(io::Error::other("overwrite past the end of the image")),
+            };
+        }
+        // Queued behind the batch that holds the block, so it lands last.
+        self.jobs
+            .send(Job::Block {
+                offset,
+                block: Box::new(*block),
+            })
+            .map_err(|_| worker_gone())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.submit()
+    }
+}
