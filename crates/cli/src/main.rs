@@ -1,6 +1,7 @@
 //! `confsum`: confidential summarization, from layer hashes to key release.
 #![forbid(unsafe_code)]
 
+mod encfs;
 mod layer_hash;
 
 use std::process::ExitCode;
@@ -19,6 +20,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     LayerHash(layer_hash::Args),
+    /// Encrypted file system images (LUKS2 + ext4) for the data owner.
+    #[command(subcommand)]
+    Encfs(encfs::Command),
 }
 
 /// Reports a usage error the way clap does (with exit status 2) and exits.
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::LayerHash(args) => layer_hash::run(&args),
+        Command::Encfs(command) => encfs::run(&command),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,312 @@
+//! `confsum encfs` end to end, checked with the real cryptsetup.
+//!
+//! Needs cryptsetup (Debian: cryptsetup-bin); set
+//! `CONFSUM_SKIP_REAL_TOOLS=1` to skip where it cannot be installed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn confsum(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_confsum"))
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn cryptsetup() -> Option<PathBuf> {
+    let found = [
+        "/usr/sbin/cryptsetup",
+        "/sbin/cryptsetup",
+        "/usr/bin/cryptsetup",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file());
+    if found.is_none() && std::env::var("CONFSUM_SKIP_REAL_TOOLS").as_deref() == Ok("1") {
+        eprintln!("skipped: cryptsetup not found");
+        return None;
+    }
+    Some(found.expect("cryptsetup is needed: apt-get install cryptsetup-bin"))
+}
+
+fn opens(cryptsetup: &Path, dir: &Path, img: &str, key: &str) -> bool {
+    Command::new(cryptsetup)
+        .current_dir(dir)
+        .args(["open", "--test-passphrase", "--key-file", key, img])
+        .status()
+        .unwrap()
+        .success()
+}
+
+fn docs(dir: &Path) {
+    fs::create_dir_all(dir.join("docs/sub")).unwrap();
+    fs::write(dir.join("docs/a.txt"), "secret\n").unwrap();
+    fs::write(dir.join("docs/sub/n.bin"), vec![9u8; 300_000]).unwrap();
+}
+
+#[test]
+fn create_read_rotate_and_remove_keys() {
+    let Some(cryptsetup) = cryptsetup() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    docs(d);
+    ok(&confsum(
+        d,
+        &[
+            "encfs",
+            "create",
+            "--from",
+            "docs",
+            "--out",
+            "enc.img",
+            "--key-file",
+            "k",
+        ],
+        b"",
+    ));
+    let key = fs::metadata(d.join("k")).unwrap();
+    assert_eq!(key.len(), 32);
+    assert_eq!(key.permissions().mode() & 0o777, 0o600, "key file mode");
+    assert!(opens(&cryptsetup, d, "enc.img", "k"));
+
+    assert_eq!(
+        ok(&confsum(
+            d,
+            &["encfs", "cat", "enc.img", "/a.txt", "-k", "k"],
+            b""
+        )),
+        "secret\n"
+    );
+    let listing = ok(&confsum(
+        d,
+        &["encfs", "ls", "enc.img", "/sub", "-k", "k"],
+        b"",
+    ));
+    assert!(listing.contains("300000 n.bin"), "{listing}");
+
+    ok(&confsum(
+        d,
+        &["encfs", "extract", "enc.img", "--to", "out", "-k", "k"],
+        b"",
+    ));
+    assert_eq!(
+        fs::read(d.join("out/sub/n.bin")).unwrap(),
+        vec![9u8; 300_000]
+    );
+    assert_eq!(fs::read_to_string(d.join("out/a.txt")).unwrap(), "secret\n");
+    assert!(!d.join("out/lost+found").exists());
+
+    ok(&confsum(
+        d,
+        &[
+            "encfs",
+            "add-key",
+            "enc.img",
+            "-k",
+            "k",
+            "--new-key-file",
+            "k2",
+        ],
+        b"",
+    ));
+    assert!(
+        opens(&cryptsetup, d, "enc.img", "k2"),
+        "cryptsetup opens the added key"
+    );
+    ok(&confsum(
+        d,
+        &["encfs", "remove-key", "enc.img", "--slot", "0", "-k", "k2"],
+        b"",
+    ));
+    assert!(
+        !opens(&cryptsetup, d, "enc.img", "k"),
+        "the removed key no longer opens"
+    );
+    assert!(opens(&cryptsetup, d, "enc.img", "k2"));
+    let out = confsum(d, &["encfs", "ls", "enc.img", "-k", "k"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no key slot opens with this key"), "{err}");
+}
+
+#[test]
+fn passphrase_slots_use_argon2id() {
+    let Some(cryptsetup) = cryptsetup() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    docs(d);
+    ok(&confsum(
+        d,
+        &[
+            "encfs",
+            "create",
+            "--from",
+            "docs",
+            "--out",
+            "p.img",
+            "--passphrase-stdin",
+            "--pbkdf-memory",
+            "65536",
+        ],
+        b"correct horse\n",
+    ));
+    let dump = Command::new(&cryptsetup)
+        .current_dir(d)
+        .args(["luksDump", "p.img"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&dump.stdout).contains("argon2id"));
+    let mut child = Command::new(&cryptsetup)
+        .current_dir(d)
+        .args(["open", "--test-passphrase", "p.img"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse\n")
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "cryptsetup opens the passphrase slot"
+    );
+    let cat = confsum(
+        d,
+        &["encfs", "cat", "p.img", "/a.txt", "--passphrase-stdin"],
+        b"correct horse\n",
+    );
+    assert_eq!(ok(&cat), "secret\n");
+}
+
+#[test]
+fn dump_never_prints_the_key() {
+    let Some(cryptsetup) = cryptsetup() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    docs(d);
+    ok(&confsum(
+        d,
+        &[
+            "encfs", "create", "--from", "docs", "--out", "enc.img", "-k", "k",
+        ],
+        b"",
+    ));
+    let dump = ok(&confsum(d, &["encfs", "dump", "enc.img"], b""));
+    assert!(
+        dump.contains("aes-xts-plain64") && dump.contains("pbkdf2"),
+        "{dump}"
+    );
+    let mk = Command::new(&cryptsetup)
+        .current_dir(d)
+        .args([
+            "luksDump",
+            "--dump-volume-key",
+            "--batch-mode",
+            "--key-file",
+            "k",
+            "enc.img",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(mk.stdout).unwrap();
+    let first_key_bytes: String = text[text.find("MK dump:").unwrap() + 8..]
+        .split_whitespace()
+        .take(4)
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        !dump.contains(&first_key_bytes),
+        "dump shows key bytes {first_key_bytes}"
+    );
+    let key = hex_of(&fs::read(d.join("k")).unwrap());
+    assert!(!dump.to_lowercase().replace(' ', "").contains(&key[..16]));
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn existing_files_are_never_replaced_and_failures_leave_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    docs(d);
+    fs::write(d.join("k"), b"an old key the owner still needs").unwrap();
+    let out = confsum(
+        d,
+        &[
+            "encfs", "create", "--from", "docs", "--out", "enc.img", "-k", "k",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    assert_eq!(
+        fs::read(d.join("k")).unwrap(),
+        b"an old key the owner still needs"
+    );
+    assert!(!d.join("enc.img").exists());
+
+    // A tar that ends half way through a file.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(1 << 20);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "doc", &vec![1u8; 1 << 20][..])
+        .unwrap();
+    let tar = b.into_inner().unwrap();
+    fs::create_dir(d.join("new")).unwrap();
+    let out = confsum(
+        &d.join("new"),
+        &[
+            "encfs",
+            "create",
+            "--from-tar",
+            "-",
+            "--out",
+            "enc.img",
+            "-k",
+            "k",
+        ],
+        &tar[..700_000],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read_dir(d.join("new")).unwrap().count(),
+        0,
+        "no image, no key, no temporary file"
+    );
+}
