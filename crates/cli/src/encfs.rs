@@ -10,6 +10,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use confsum_encfs::{FileKind, FormatOptions, Kdf, Luks2, SealOptions, SealSource, Volume, seal};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use zeroize::Zeroizing;
 
 /// Encrypted file system images (LUKS2 + ext4) that Azure's encfs sidecar
@@ -345,6 +348,12 @@ fn create(a: &CreateArgs) -> Result<()> {
     options.size = a.size;
     options.free_space = a.free_space;
     options.overwrite = a.force;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupted);
+    // Ctrl-C or SIGTERM stop sealing cleanly: no partial image, no key.
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
+        .context("cannot install the interrupt handler")?;
+    options.cancel = Some(interrupted);
 
     let progress = bar(a.size, a.no_progress);
     progress.set_message("sealing");

@@ -310,3 +310,73 @@ fn existing_files_are_never_replaced_and_failures_leave_nothing() {
         "no image, no key, no temporary file"
     );
 }
+
+#[test]
+fn an_interrupted_create_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    // A tar header for one 256 MiB file; the data follows in pieces.
+    let mut h = tar::Header::new_ustar();
+    h.set_path("big").unwrap();
+    h.set_size(256 << 20);
+    h.set_mode(0o644);
+    h.set_cksum();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_confsum"))
+        .current_dir(d)
+        .args([
+            "encfs",
+            "create",
+            "--from-tar",
+            "-",
+            "--out",
+            "enc.img",
+            "-k",
+            "k",
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(h.as_bytes()).unwrap();
+    let chunk = vec![0x42u8; 8 << 20];
+    for _ in 0..4 {
+        stdin.write_all(&chunk).unwrap();
+    }
+    // Sealing is under way once its temporary image exists.
+    let started = std::time::Instant::now();
+    while !fs::read_dir(d).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".confsum-seal-")
+    }) {
+        assert!(started.elapsed().as_secs() < 30, "sealing never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // More data makes the sealer look at the flag; it may have quit already.
+    for _ in 0..4 {
+        if stdin.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    let left: Vec<_> = fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -11,7 +11,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 
 use confsum_ext4::{BLOCK_SIZE, BlockSink, Options, Writable, convert_dir, convert_tar};
 
@@ -53,6 +54,9 @@ pub struct SealOptions {
     pub free_space: u64,
     /// Replace an existing image at the output path.
     pub overwrite: bool,
+    /// Set (from a signal handler, say) to stop sealing; the partial image
+    /// is removed and [`seal`] fails with an `Interrupted` I/O error.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for SealOptions {
@@ -62,6 +66,7 @@ impl Default for SealOptions {
             size: None,
             free_space: 16 << 20,
             overwrite: false,
+            cancel: None,
         }
     }
 }
@@ -138,6 +143,7 @@ pub fn seal(
             buf: Vec::with_capacity(BATCH),
             buf_start: 0,
             progress,
+            cancel: options.cancel.as_deref(),
         };
         let converted = match source {
             SealSource::Dir(path) => convert_dir(path, sink, &ext4),
@@ -241,6 +247,7 @@ struct EncryptingSink<'a> {
     buf: Vec<u8>,
     buf_start: u64,
     progress: &'a mut dyn FnMut(u64),
+    cancel: Option<&'a AtomicBool>,
 }
 
 fn worker_gone() -> io::Error {
@@ -250,6 +257,12 @@ fn worker_gone() -> io::Error {
 impl EncryptingSink<'_> {
     /// Queues the buffer, which holds whole blocks.
     fn submit(&mut self) -> io::Result<()> {
+        if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "sealing interrupted",
+            ));
+        }
         if self.buf.is_empty() {
             return Ok(());
         }
