@@ -11,10 +11,14 @@
     reason = "test helpers fail the test by panicking"
 )]
 
+mod common;
+
 use std::fs;
 use std::io::{Cursor, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+use common::{run, run_ok};
 
 use confsum_encfs::{Error, FormatOptions, Kdf, KeyslotPriority, Luks2, SectorCipher, VolumeKey};
 use sha2::{Digest, Sha256};
@@ -30,69 +34,12 @@ const ARGON2ID: Kdf = Kdf::Argon2id {
     parallel: 1,
 };
 
-fn skip_real_tools() -> bool {
-    std::env::var("CONFSUM_SKIP_REAL_TOOLS").as_deref() == Ok("1")
-}
-
-/// The `cryptsetup` binary, or `None` when real-tool tests are skipped.
-///
-/// Looks in `/usr/sbin` and `/sbin` too, which a non-root `PATH` often lacks.
 fn cryptsetup() -> Option<PathBuf> {
-    if skip_real_tools() {
-        eprintln!("CONFSUM_SKIP_REAL_TOOLS=1: skipping a cryptsetup test");
-        return None;
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|dir| dir.join("cryptsetup"))
-        .find(|p| p.is_file());
-    match found {
-        Some(p) => Some(p),
-        None => panic!(
-            "cryptsetup not found: install it (Debian: apt-get install cryptsetup-bin) \
-             or set CONFSUM_SKIP_REAL_TOOLS=1 to skip the real-tool tests"
-        ),
-    }
+    common::real_tool("cryptsetup", "cryptsetup-bin")
 }
 
-/// `python3` with the `cryptography` package, or `None` when real-tool
-/// tests are skipped.
-fn python_cryptography() -> Option<&'static str> {
-    if skip_real_tools() {
-        eprintln!("CONFSUM_SKIP_REAL_TOOLS=1: skipping a Python cryptography test");
-        return None;
-    }
-    let ok = Command::new("python3")
-        .args(["-c", "import cryptography.hazmat.primitives.ciphers"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        panic!(
-            "python3 with the cryptography package not found: install it \
-             (Debian: apt-get install python3-cryptography, or pip install cryptography) \
-             or set CONFSUM_SKIP_REAL_TOOLS=1 to skip the real-tool tests"
-        );
-    }
-    Some("python3")
-}
-
-fn run(tool: &Path, args: &[&str]) -> Output {
-    Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", tool.display()))
-}
-
-fn run_ok(tool: &Path, args: &[&str]) -> String {
-    let out = run(tool, args);
-    assert!(
-        out.status.success(),
-        "cryptsetup {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+fn python_cryptography() -> Option<PathBuf> {
+    common::python_cryptography()
 }
 
 fn path_str(p: &Path) -> &str {
@@ -375,7 +322,7 @@ open(sys.argv[6], 'wb').write(out)
         cipher.encrypt(offset, &mut data).unwrap();
         let (input, output) = (dir.path().join("in"), dir.path().join("out"));
         fs::write(&input, &data).unwrap();
-        let out = Command::new(python)
+        let out = Command::new(&python)
             .args(["-c", SCRIPT, &hex::encode(key.expose())])
             .args([size.to_string(), tweak.to_string(), offset.to_string()])
             .args([&input, &output])

@@ -11,61 +11,36 @@
 //! `CONFSUM_SKIP_REAL_TOOLS=1` to skip where they cannot be installed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use confsum_encfs::{Error, FileKind, Filesystem, SealOptions, SealSource, Volume, seal};
 
-const SKIP_ENV: &str = "CONFSUM_SKIP_REAL_TOOLS";
-
-fn tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// The real tools, or `None` when missing and skipping is allowed.
+/// The real tools, or `None` when they are missing and skipping is allowed.
 fn tools() -> Option<()> {
-    let missing: Vec<_> = ["cryptsetup", "e2fsck", "debugfs", "mkfs.ext4", "python3"]
-        .into_iter()
-        .filter(|t| tool(t).is_none())
-        .collect();
-    let python_ok = Command::new("python3")
-        .args(["-c", "import cryptography"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if missing.is_empty() && python_ok {
-        return Some(());
+    for (name, package) in [
+        ("cryptsetup", "cryptsetup-bin"),
+        ("e2fsck", "e2fsprogs"),
+        ("debugfs", "e2fsprogs"),
+        ("mkfs.ext4", "e2fsprogs"),
+    ] {
+        common::real_tool(name, package)?;
     }
-    if std::env::var(SKIP_ENV).as_deref() == Ok("1") {
-        eprintln!(
-            "skipped: missing {missing:?} (python cryptography: {python_ok}) and {SKIP_ENV}=1"
-        );
-        return None;
-    }
-    panic!(
-        "missing {missing:?} (python cryptography: {python_ok}): apt-get install cryptsetup-bin \
-         e2fsprogs python3 && pip install cryptography, or set {SKIP_ENV}=1"
-    );
+    common::python_cryptography().map(drop)
 }
 
-fn run(program: &str, args: &[&str]) -> Output {
-    let out = Command::new(tool(program).unwrap_or_else(|| PathBuf::from(program)))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+/// Runs a tool (already checked by [`tools`]) and fails the test unless it succeeds.
+fn run(program: &str, args: &[&str]) -> String {
+    let path = match program {
+        "python3" => PathBuf::from("python3"),
+        name => common::real_tool(name, "its package").unwrap_or_else(|| PathBuf::from(name)),
+    };
+    common::run_ok(&path, args)
 }
 
 /// Files of every shape a document folder has.
@@ -136,7 +111,7 @@ fn volume_key(img: &Path, key: &Path) -> String {
             img.to_str().unwrap(),
         ],
     );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = out;
     let start = text.find("MK dump:").expect("an MK dump section");
     text[start + "MK dump:".len()..]
         .split_whitespace()
@@ -162,8 +137,7 @@ fn sealed_images_open_in_cryptsetup_and_decrypt_independently() {
     .unwrap();
     assert_eq!(fs::metadata(&img).unwrap().len(), report.image_size);
 
-    let dump =
-        String::from_utf8(run("cryptsetup", &["luksDump", img.to_str().unwrap()]).stdout).unwrap();
+    let dump = run("cryptsetup", &["luksDump", img.to_str().unwrap()]);
     for fact in [
         "Version:       \t2",
         "aes-xts-plain64",
@@ -201,7 +175,7 @@ fn sealed_images_open_in_cryptsetup_and_decrypt_independently() {
         ],
     );
     assert_eq!(fs::metadata(&plain).unwrap().len(), report.filesystem_size);
-    let fsck = Command::new(tool("e2fsck").unwrap())
+    let fsck = Command::new(common::real_tool("e2fsck", "e2fsprogs").unwrap())
         .arg("-fn")
         .arg(&plain)
         .output()

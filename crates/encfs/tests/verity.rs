@@ -9,9 +9,12 @@
     reason = "test helpers fail the test by panicking"
 )]
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::{run, run_ok};
 
 use confsum_encfs::{Error, RootHash, VerityHasher, VeritySuperblock, root_hash};
 use confsum_ext4::BlockSink;
@@ -25,44 +28,8 @@ const UUID: [u8; 16] = [
 ];
 const UUID_TEXT: &str = "01020304-0506-0708-090a-0b0c0d0e0f10";
 
-/// The `veritysetup` binary, or `None` when real-tool tests are skipped.
-///
-/// Looks in `/usr/sbin` and `/sbin` too, which a non-root `PATH` often lacks.
 fn veritysetup() -> Option<PathBuf> {
-    if std::env::var("CONFSUM_SKIP_REAL_TOOLS").as_deref() == Ok("1") {
-        eprintln!("CONFSUM_SKIP_REAL_TOOLS=1: skipping a veritysetup test");
-        return None;
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|dir| dir.join("veritysetup"))
-        .find(|p| p.is_file());
-    match found {
-        Some(p) => Some(p),
-        None => panic!(
-            "veritysetup not found: install it (Debian: apt-get install cryptsetup-bin) \
-             or set CONFSUM_SKIP_REAL_TOOLS=1 to skip the real-tool tests"
-        ),
-    }
-}
-
-fn run(tool: &Path, args: &[&str]) -> Output {
-    Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", tool.display()))
-}
-
-fn run_ok(tool: &Path, args: &[&str]) -> String {
-    let out = run(tool, args);
-    assert!(
-        out.status.success(),
-        "veritysetup {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::real_tool("veritysetup", "cryptsetup-bin")
 }
 
 /// The value of `field:` in veritysetup's output.
