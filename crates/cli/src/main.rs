@@ -1,6 +1,7 @@
 //! `confsum`: confidential summarization, from layer hashes to key release.
 #![forbid(unsafe_code)]
 
+mod attest;
 mod encfs;
 mod layer_hash;
 
@@ -23,6 +24,9 @@ enum Command {
     /// Encrypted file system images (LUKS2 + ext4) for the data owner.
     #[command(subcommand)]
     Encfs(encfs::Command),
+    /// SEV-SNP attestation reports and tokens, checked offline.
+    #[command(subcommand)]
+    Attest(attest::Command),
 }
 
 /// Reports a usage error the way clap does (with exit status 2) and exits.
@@ -37,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::LayerHash(args) => layer_hash::run(&args),
         Command::Encfs(command) => encfs::run(&command),
+        Command::Attest(command) => attest::run(&command).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,174 @@
+//! `confsum attest`: check SEV-SNP evidence and attestation tokens offline.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use confsum_attest::{
+    AttestationReport, CertChain, Jwks, TokenVerifier, TrustedRoots, ValidationOptions, Verifier,
+    validate,
+};
+
+/// SEV-SNP attestation reports and attestation tokens.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    Show(ShowArgs),
+    Verify(VerifyArgs),
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// Print the fields of an attestation report.
+#[derive(Debug, Args)]
+pub(crate) struct ShowArgs {
+    /// The 1184-byte report (`-` for standard input).
+    report: PathBuf,
+}
+
+/// Verify an attestation report against AMD's roots, then check its fields.
+///
+/// The signature is checked with the VCEK (or VLEK), the chain VCEK → ASK →
+/// ARK up to a built-in AMD root (Milan, Genoa, Turin), and every
+/// certificate's validity at the current time. Then the options below are
+/// checked; a debuggable guest is refused unless --allow-debug. Exit status
+/// 0 only when everything holds; each failure names the field and both
+/// values.
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub(crate) struct VerifyArgs {
+    /// The 1184-byte report.
+    #[arg(long, value_name = "R")]
+    report: PathBuf,
+    /// Certificates: THIM JSON (vcekCert, certificateChain) or a PEM bundle.
+    #[arg(long, value_name = "C")]
+    certs: PathBuf,
+    /// Expected HOST_DATA, 64 hex digits (on ACI: SHA-256 of the CCE policy).
+    #[arg(long, value_name = "HEX", value_parser = hex_array::<32>)]
+    host_data: Option<[u8; 32]>,
+    /// Expected REPORT_DATA, 128 hex digits.
+    #[arg(long, value_name = "HEX", value_parser = hex_array::<64>)]
+    report_data: Option<[u8; 64]>,
+    /// Accept a guest whose policy allows debugging.
+    #[arg(long)]
+    allow_debug: bool,
+    /// Expected VMPL.
+    #[arg(long)]
+    vmpl: Option<u32>,
+    /// An acceptable launch measurement (96 hex digits); repeat for several.
+    #[arg(long = "measurement", value_name = "HEX", value_parser = hex_array::<48>)]
+    measurements: Vec<[u8; 48]>,
+}
+
+/// Attestation tokens (MAA-compatible JWTs).
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    Verify(TokenVerifyArgs),
+}
+
+/// Verify an attestation token and print its claims as JSON.
+///
+/// Checks the RS256 signature with the key the token names, the issuer, and
+/// exp/nbf against the current time with some clock skew allowed.
+#[derive(Debug, Args)]
+pub(crate) struct TokenVerifyArgs {
+    /// The token, a file holding it, or `-` for standard input.
+    token: String,
+    /// The issuer's JWKS (its `/certs` document), as a file.
+    #[arg(long, value_name = "FILE")]
+    jwks: String,
+    /// The expected issuer (`iss`), e.g. https://sharedeus.eus.attest.azure.net.
+    #[arg(long, value_name = "URL")]
+    issuer: String,
+    /// Clock skew to allow, in seconds.
+    #[arg(long, default_value_t = 60)]
+    leeway: u64,
+}
+
+fn hex_array<const N: usize>(s: &str) -> Result<[u8; N], String> {
+    let bytes = hex::decode(s.trim()).map_err(|e| format!("not hex: {e}"))?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| format!("{} bytes, expected {N}", b.len()))
+}
+
+fn read_input(path: &Path) -> Result<Vec<u8>> {
+    let mut data = Vec::new();
+    if path.as_os_str() == "-" {
+        io::stdin().read_to_end(&mut data)?;
+    } else {
+        data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    Ok(data)
+}
+
+pub(crate) fn run(command: &Command) -> Result<()> {
+    match command {
+        Command::Show(a) => show(a),
+        Command::Verify(a) => verify(a),
+        Command::Token(TokenCommand::Verify(a)) => token_verify(a),
+    }
+}
+
+fn show(a: &ShowArgs) -> Result<()> {
+    let report = AttestationReport::parse(&read_input(&a.report)?)
+        .with_context(|| format!("{} is not an attestation report", a.report.display()))?;
+    print!("{}", report.describe());
+    Ok(())
+}
+
+fn load_chain(path: &Path) -> Result<CertChain> {
+    let data = read_input(path)?;
+    let chain = if data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        CertChain::from_thim_json(&data)
+    } else {
+        CertChain::from_pem(&data)
+    };
+    chain.with_context(|| format!("cannot read certificates from {}", path.display()))
+}
+
+fn verify(a: &VerifyArgs) -> Result<()> {
+    let report = read_input(&a.report)?;
+    let chain = load_chain(&a.certs)?;
+    let verified = Verifier::new(TrustedRoots::amd())
+        .verify(&report, &chain, SystemTime::now())
+        .context("the report does not verify")?;
+    let mut options = ValidationOptions::new();
+    options.host_data = a.host_data;
+    options.report_data = a.report_data;
+    options.allow_debug = a.allow_debug;
+    options.vmpl = a.vmpl;
+    options.measurements = (!a.measurements.is_empty()).then(|| a.measurements.clone());
+    validate(verified.report(), &options).context("the report verifies but does not validate")?;
+    let product = verified.product().map_or("unknown", |p| p.name());
+    println!(
+        "ok: signed by the {} of an AMD {product}, host_data {}",
+        verified.signing_key().name(),
+        hex::encode(verified.report().host_data)
+    );
+    Ok(())
+}
+
+fn token_verify(a: &TokenVerifyArgs) -> Result<()> {
+    if a.jwks.starts_with("http://") || a.jwks.starts_with("https://") {
+        bail!(
+            "fetching a JWKS over the network is not supported yet: download it and pass the file"
+        );
+    }
+    let jwks = Jwks::from_json(&read_input(Path::new(&a.jwks))?)
+        .with_context(|| format!("{} is not a JWKS", a.jwks))?;
+    let token = if a.token == "-" {
+        String::from_utf8(read_input(Path::new("-"))?).context("the token is not text")?
+    } else if Path::new(&a.token).is_file() {
+        String::from_utf8(read_input(Path::new(&a.token))?).context("the token is not text")?
+    } else {
+        a.token.clone()
+    };
+    let claims = TokenVerifier::new(jwks, &a.issuer)
+        .leeway(Duration::from_secs(a.leeway))
+        .verify(token.trim(), SystemTime::now())
+        .context("the token does not verify")?;
+    println!("{}", serde_json::to_string_pretty(&claims)?);
+    Ok(())
+}
