@@ -80,7 +80,7 @@ enum KdfName {
 /// Defaults follow the Azure recipe: aes-xts-plain64 with a 512-bit volume
 /// key, 4096-byte sectors, keyslot 0 opened by a 32-byte random key file
 /// through PBKDF2 (1000 iterations). If the key file does not exist it is
-/// created (mode 0600); an existing one is never replaced without --force.
+/// created (mode 0600); an existing one is used as it is, never replaced.
 /// The image holds the content plus --free-space, or exactly --size; it is
 /// written under a temporary name and renamed only once complete.
 #[derive(Debug, Args)]
@@ -100,7 +100,8 @@ pub(crate) struct CreateArgs {
     /// Image to write.
     #[arg(long, value_name = "IMG")]
     out: PathBuf,
-    /// Key file for keyslot 0; created with 32 random bytes if missing.
+    /// Key file for keyslot 0: used if it exists, else created with 32
+    /// random bytes (mode 0600).
     #[arg(
         long,
         short = 'k',
@@ -126,7 +127,7 @@ pub(crate) struct CreateArgs {
     /// Encryption sector size: 512, 1024, 2048 or 4096.
     #[arg(long, default_value_t = 4096)]
     sector_size: u32,
-    /// Replace an existing key file and image.
+    /// Replace an existing image.
     #[arg(long)]
     force: bool,
     /// Never show a progress bar.
@@ -265,6 +266,20 @@ fn read_passphrase() -> Result<Zeroizing<Vec<u8>>> {
     Ok(Zeroizing::new(pass.as_bytes().to_vec()))
 }
 
+/// Reads an existing key file for a new image, warning when others can read it.
+fn existing_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    let mode = fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        eprintln!(
+            "confsum: warning: key file {} is readable by others (mode {:o}); chmod 600 it",
+            path.display(),
+            mode & 0o777
+        );
+    }
+    eprintln!("using the existing key file {}", path.display());
+    read_key_file(path)
+}
+
 /// Creates a 32-byte random key file with mode 0600. An existing file is only
 /// replaced with `force`, and then through a rename, never truncated in place.
 fn new_key_file(path: &Path, force: bool) -> Result<Zeroizing<Vec<u8>>> {
@@ -337,9 +352,10 @@ fn create(a: &CreateArgs) -> Result<()> {
             bail!("{} is not a directory", dir.display());
         }
     }
-    let (secret, default_kdf) = match &a.key_file {
-        Some(path) => (new_key_file(path, a.force)?, KdfName::Pbkdf2),
-        None => (read_passphrase()?, KdfName::Argon2id),
+    let (secret, default_kdf, created_key) = match &a.key_file {
+        Some(path) if path.exists() => (existing_key_file(path)?, KdfName::Pbkdf2, false),
+        Some(path) => (new_key_file(path, false)?, KdfName::Pbkdf2, true),
+        None => (read_passphrase()?, KdfName::Argon2id, false),
     };
     let mut options = SealOptions::default();
     options.format = FormatOptions::recipe();
@@ -385,9 +401,9 @@ fn create(a: &CreateArgs) -> Result<()> {
         (None, None) => bail!("--from or --from-tar is required"),
     };
     progress.finish_and_clear();
-    if result.is_err() {
+    if result.is_err() && created_key {
         if let Some(path) = &a.key_file {
-            // The key opens nothing now; leaving it would only mislead.
+            // The key we just made opens nothing; leaving it would only mislead.
             let _ = fs::remove_file(path);
         }
     }

@@ -259,7 +259,28 @@ fn existing_files_are_never_replaced_and_failures_leave_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     docs(d);
+    // An existing key file is used, never replaced, and survives a failure.
     fs::write(d.join("k"), b"an old key the owner still needs").unwrap();
+    fs::set_permissions(d.join("k"), fs::Permissions::from_mode(0o600)).unwrap();
+    ok(&confsum(
+        d,
+        &[
+            "encfs", "create", "--from", "docs", "--out", "enc.img", "-k", "k",
+        ],
+        b"",
+    ));
+    assert_eq!(
+        fs::read(d.join("k")).unwrap(),
+        b"an old key the owner still needs"
+    );
+    assert_eq!(
+        ok(&confsum(
+            d,
+            &["encfs", "cat", "enc.img", "/a.txt", "-k", "k"],
+            b""
+        )),
+        "secret\n"
+    );
     let out = confsum(
         d,
         &[
@@ -267,13 +288,24 @@ fn existing_files_are_never_replaced_and_failures_leave_nothing() {
         ],
         b"",
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an existing image is not replaced"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    let out = confsum(
+        d,
+        &[
+            "encfs", "create", "--from", "nowhere", "--out", "new.img", "-k", "k",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         fs::read(d.join("k")).unwrap(),
         b"an old key the owner still needs"
     );
-    assert!(!d.join("enc.img").exists());
 
     // A tar that ends half way through a file.
     let mut b = tar::Builder::new(Vec::new());
