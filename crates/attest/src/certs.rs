@@ -230,7 +230,9 @@ fn role_of(cert: &Cert) -> Result<Role, Error> {
     let cn = cert
         .common_name()
         .ok_or_else(|| bad("chain", "a certificate has no common name"))?;
-    let product = |name: &str| ["Milan", "Genoa", "Turin"].contains(&name);
+    // "Insecure-Emulated" names the emulated TEE's ASK and ARK; they only
+    // verify against a root added with `TrustedRoots::add_insecure_root`.
+    let product = |name: &str| ["Milan", "Genoa", "Turin", "Insecure-Emulated"].contains(&name);
     Ok(match cn.as_str() {
         "SEV-VCEK" => Role::Vcek,
         "SEV-VLEK" => Role::Vlek,

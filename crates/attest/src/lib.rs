@@ -7,6 +7,11 @@
 //! the caller gives; [`validate`] compares its fields with what the relying
 //! party expects ([`ValidationOptions`]).
 //!
+//! [`service`] is a local attestation service speaking MAA's SEV-SNP
+//! protocol; [`insecure`] is an emulated TEE for tests whose evidence
+//! proves nothing and verifies only against a root added with
+//! [`TrustedRoots::add_insecure_root`].
+//!
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};
 //! use confsum_attest::{CertChain, Product, TrustedRoots, ValidationOptions, Verifier, validate};
@@ -31,8 +36,10 @@
 
 mod certs;
 mod error;
+pub mod insecure;
 mod report;
 mod roots;
+pub mod service;
 mod token;
 mod validate;
 mod verify;

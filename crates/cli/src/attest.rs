@@ -7,7 +7,10 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use confsum_attest::{
-    AttestationReport, CertChain, Jwks, TokenVerifier, TrustedRoots, ValidationOptions, Verifier,
+    AttestationReport, CertChain, Jwks, TokenIssuer, TokenVerifier, TrustedRoots,
+    ValidationOptions, Verifier,
+    insecure::{INSECURE_WARNING, InsecureEmulatedTee},
+    service::{self, Service},
     validate,
 };
 
@@ -18,6 +21,59 @@ pub(crate) enum Command {
     Verify(VerifyArgs),
     #[command(subcommand)]
     Token(TokenCommand),
+    Serve(ServeArgs),
+    Emulate(EmulateArgs),
+}
+
+/// Run a local attestation service (MAA-compatible, SEV-SNP).
+///
+/// POST /attest/SevSnpVM?api-version=2020-10-01 verifies the evidence and
+/// answers {"token": JWT}; GET /certs serves the signing keys (JWKS). The
+/// issuer URL in tokens is http://<listen address>. The signing key is
+/// fresh at every start. Tokens never claim azure-compliant-uvm: UVM
+/// endorsements are not checked.
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    listen: std::net::SocketAddr,
+    /// INSECURE: also accept evidence from the emulated TEE whose state is
+    /// --insecure-state. Such tokens prove nothing and say so
+    /// (x-confsum-insecure-emulated).
+    #[arg(long, requires = "insecure_state")]
+    insecure_emulated_tee: bool,
+    /// The emulated TEE's state file (see `attest emulate --state`);
+    /// created when missing.
+    #[arg(long, value_name = "FILE", requires = "insecure_emulated_tee")]
+    insecure_state: Option<PathBuf>,
+}
+
+/// INSECURE: produce emulated SEV-SNP evidence that proves nothing.
+///
+/// Writes a report signed by an emulated VCEK and the chain VCEK, ASK, ARK
+/// (PEM). It verifies only where the emulated ARK is trusted, such as
+/// `attest serve --insecure-emulated-tee --insecure-state` with the same
+/// state file.
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub(crate) struct EmulateArgs {
+    /// The emulated TEE's state (private keys and certificates, PEM);
+    /// created when missing.
+    #[arg(long, value_name = "FILE")]
+    state: PathBuf,
+    /// REPORT_DATA, 128 hex digits.
+    #[arg(long, value_name = "HEX", value_parser = hex_array::<64>)]
+    report_data: [u8; 64],
+    /// HOST_DATA, 64 hex digits.
+    #[arg(long, value_name = "HEX", value_parser = hex_array::<32>)]
+    host_data: [u8; 32],
+    /// Where to write the 1184-byte report.
+    #[arg(long, value_name = "R")]
+    out_report: PathBuf,
+    /// Where to write the PEM chain (VCEK, ASK, ARK).
+    #[arg(long, value_name = "C")]
+    out_certs: PathBuf,
 }
 
 /// Print the fields of an attestation report.
@@ -108,7 +164,61 @@ pub(crate) fn run(command: &Command) -> Result<()> {
         Command::Show(a) => show(a),
         Command::Verify(a) => verify(a),
         Command::Token(TokenCommand::Verify(a)) => token_verify(a),
+        Command::Serve(a) => serve(a),
+        Command::Emulate(a) => emulate(a),
     }
+}
+
+/// Loads the emulated TEE from `path`, or makes one and saves it there
+/// (readable by the owner only).
+fn load_or_create_tee(path: &Path) -> Result<InsecureEmulatedTee> {
+    if path.exists() {
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        return InsecureEmulatedTee::from_insecure_state_pem(&pem)
+            .with_context(|| format!("{} is not an emulated TEE state", path.display()));
+    }
+    let tee = InsecureEmulatedTee::generate()?;
+    let pem = tee.to_insecure_state_pem()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    io::Write::write_all(&mut file, pem.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(tee)
+}
+
+fn serve(a: &ServeArgs) -> Result<()> {
+    let insecure_root = match (&a.insecure_state, a.insecure_emulated_tee) {
+        (Some(path), true) => {
+            eprintln!("{INSECURE_WARNING}");
+            eprintln!(
+                "WARNING: this attestation service accepts emulated evidence; its tokens prove nothing"
+            );
+            Some(load_or_create_tee(path)?.insecure_ark_der()?)
+        }
+        _ => None,
+    };
+    let (listener, addr) =
+        service::bind(a.listen).with_context(|| format!("cannot listen on {}", a.listen))?;
+    let issuer = TokenIssuer::generate(&format!("http://{addr}"))?;
+    let svc = Service::new(issuer, insecure_root)?;
+    println!("listening on http://{addr}");
+    service::serve_blocking(listener, svc).context("the attestation service stopped")
+}
+
+fn emulate(a: &EmulateArgs) -> Result<()> {
+    let tee = load_or_create_tee(&a.state)?;
+    let report = tee.report(&a.report_data, &a.host_data);
+    std::fs::write(&a.out_report, &report)
+        .with_context(|| format!("cannot write {}", a.out_report.display()))?;
+    std::fs::write(&a.out_certs, tee.cert_chain_pem()?)
+        .with_context(|| format!("cannot write {}", a.out_certs.display()))?;
+    Ok(())
 }
 
 fn show(a: &ShowArgs) -> Result<()> {
