@@ -4,7 +4,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use confsum_attest::{
     AttestationReport, CertChain, Jwks, TokenIssuer, TokenVerifier, TrustedRoots,
@@ -131,8 +131,8 @@ pub(crate) enum TokenCommand {
 pub(crate) struct TokenVerifyArgs {
     /// The token, a file holding it, or `-` for standard input.
     token: String,
-    /// The issuer's JWKS (its `/certs` document), as a file.
-    #[arg(long, value_name = "FILE")]
+    /// The issuer's JWKS (its `/certs` document): a file or an http(s) URL.
+    #[arg(long, value_name = "URL|FILE")]
     jwks: String,
     /// The expected issuer (`iss`), e.g. https://sharedeus.eus.attest.azure.net.
     #[arg(long, value_name = "URL")]
@@ -260,14 +260,32 @@ fn verify(a: &VerifyArgs) -> Result<()> {
     Ok(())
 }
 
+/// GETs a JWKS (an attestation service's `/certs`), at most 1 MiB, with
+/// HTTPS checked against the Mozilla roots.
+fn fetch_jwks(url: &str) -> Result<Vec<u8>> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(url)
+        .call()
+        .with_context(|| format!("cannot fetch {url}"))?;
+    response
+        .body_mut()
+        .with_config()
+        .limit(1 << 20)
+        .read_to_vec()
+        .with_context(|| format!("cannot read the JWKS from {url}"))
+}
+
 fn token_verify(a: &TokenVerifyArgs) -> Result<()> {
-    if a.jwks.starts_with("http://") || a.jwks.starts_with("https://") {
-        bail!(
-            "fetching a JWKS over the network is not supported yet: download it and pass the file"
-        );
-    }
-    let jwks = Jwks::from_json(&read_input(Path::new(&a.jwks))?)
-        .with_context(|| format!("{} is not a JWKS", a.jwks))?;
+    let jwks_json = if a.jwks.starts_with("http://") || a.jwks.starts_with("https://") {
+        fetch_jwks(&a.jwks)?
+    } else {
+        read_input(Path::new(&a.jwks))?
+    };
+    let jwks = Jwks::from_json(&jwks_json).with_context(|| format!("{} is not a JWKS", a.jwks))?;
     let token = if a.token == "-" {
         String::from_utf8(read_input(Path::new("-"))?).context("the token is not text")?
     } else if Path::new(&a.token).is_file() {

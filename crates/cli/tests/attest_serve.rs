@@ -127,6 +127,27 @@ fn emulated_evidence_from_the_cli_is_accepted_only_by_an_insecure_server() {
     assert!(claims.insecure_emulated);
     assert_eq!(claims.compliance_status, None);
     assert_eq!(claims.host_data, [0xab; 32]);
+
+    // The CLI fetches the service's /certs itself.
+    let out = confsum()
+        .args([
+            "attest",
+            "token",
+            "verify",
+            &token,
+            "--jwks",
+            &format!("{url}/certs"),
+            "--issuer",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("x-confsum-insecure-emulated"));
 }
 
 #[test]
