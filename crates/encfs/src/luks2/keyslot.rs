@@ -97,22 +97,8 @@ impl Hash {
         for (i, chunk) in buf.chunks_mut(self.len()).enumerate() {
             let counter = (i as u32).to_be_bytes();
             match self {
-                Hash::Sha256 => {
-                    let d = Sha256::new()
-                        .chain_update(counter)
-                        .chain_update(&*chunk)
-                        .finalize();
-                    let n = chunk.len();
-                    chunk.copy_from_slice(&d[..n]);
-                }
-                Hash::Sha512 => {
-                    let d = Sha512::new()
-                        .chain_update(counter)
-                        .chain_update(&*chunk)
-                        .finalize();
-                    let n = chunk.len();
-                    chunk.copy_from_slice(&d[..n]);
-                }
+                Hash::Sha256 => diffuse_chunk::<Sha256>(counter, chunk),
+                Hash::Sha512 => diffuse_chunk::<Sha512>(counter, chunk),
             }
         }
     }
@@ -483,6 +469,18 @@ pub(crate) fn create(
         extra: json::Extra::new(),
     };
     Ok((slot, material.to_vec()))
+}
+
+/// One step of the AF diffusion: `chunk = H(counter || chunk)`, truncated.
+fn diffuse_chunk<D: Digest>(counter: [u8; 4], chunk: &mut [u8]) {
+    let d = D::new()
+        .chain_update(counter)
+        .chain_update(&*chunk)
+        .finalize();
+    let n = chunk.len().min(d.len());
+    if let (Some(out), Some(src)) = (chunk.get_mut(..n), d.get(..n)) {
+        out.copy_from_slice(src);
+    }
 }
 
 #[cfg(test)]
