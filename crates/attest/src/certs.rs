@@ -189,6 +189,31 @@ impl Cert {
             .map_err(|_| Error::BadCertSignature { cert: label })
     }
 
+    /// The certificate, DER-encoded again.
+    #[cfg(test)]
+    pub(crate) fn to_der(&self) -> Vec<u8> {
+        der::Encode::to_der(&self.cert).unwrap_or_default()
+    }
+
+    /// The value (the content of `extnValue`) of the extension `oid`, or
+    /// `None` if the certificate has none; `Err` with a reason if it has
+    /// more than one.
+    pub(crate) fn extension(&self, oid: ObjectIdentifier) -> Result<Option<&[u8]>, &'static str> {
+        let mut found = self
+            .cert
+            .tbs_certificate
+            .extensions
+            .iter()
+            .flatten()
+            .filter(|ext| ext.extn_id == oid)
+            .map(|ext| ext.extn_value.as_bytes());
+        let first = found.next();
+        if found.next().is_some() {
+            return Err("the extension appears more than once");
+        }
+        Ok(first)
+    }
+
     /// Checks an ECDSA P-384 signature (SHA-384) over `message` with this
     /// certificate's key.
     pub(crate) fn verify_p384(

@@ -97,6 +97,19 @@ pub enum Error {
         actual: String,
     },
 
+    /// An AMD extension of the VCEK or VLEK certificate (hwID, TCB
+    /// components, product name) is missing, repeated or malformed.
+    #[error("the {cert} certificate's {name} extension is unusable: {reason}")]
+    VcekExtension {
+        /// Which certificate: "VCEK" or "VLEK".
+        cert: &'static str,
+        /// The extension: "hwID", "blSPL", "teeSPL", "snpSPL", "ucodeSPL",
+        /// "fmcSPL" or "productName".
+        name: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+
     // ---- attestation tokens (token.rs) ----
     /// A token is not a well-formed JWS compact serialization: not three
     /// base64url parts, bad base64url, bad JSON, or a claim of the wrong type.

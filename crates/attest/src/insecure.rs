@@ -4,8 +4,11 @@
 //! ARK and ASK signing with RSA-PSS, SHA-384, MGF1-SHA-384, salt 48, as
 //! AMD's do; a P-384 VCEK), keeps the keys in memory, and signs
 //! SNP-shaped reports (version 2 layout, 1184 bytes, debug off, VMPL 0)
-//! with the VCEK. Such a report verifies only with a [`crate::Verifier`]
-//! whose roots include the emulated ARK through
+//! with the VCEK. The VCEK carries AMD's TCB and hwID extensions, which
+//! match the reports' REPORTED_TCB (zero) and CHIP_ID (SHA-512 of the
+//! VCEK's public key); a state saved before these extensions existed
+//! makes reports that no longer verify. Such a report verifies only with
+//! a [`crate::Verifier`] whose roots include the emulated ARK through
 //! [`crate::TrustedRoots::add_insecure_root`]; AMD's roots refuse it with
 //! [`crate::Error::UnknownRoot`].
 //!
@@ -19,7 +22,12 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use der::{Decode, Encode, EncodePem, pem::LineEnding};
+use der::{
+    Decode, Encode, EncodePem,
+    asn1::{ObjectIdentifier, OctetString, OctetStringRef},
+    oid::AssociatedOid,
+    pem::LineEnding,
+};
 use p384::ecdsa::signature::Signer as _;
 use rsa::{
     RsaPrivateKey,
@@ -27,11 +35,12 @@ use rsa::{
     pss::SigningKey as PssSigningKey,
     rand_core::OsRng,
 };
-use sha2::Sha384;
+use sha2::{Digest as _, Sha384, Sha512};
 use spki::SubjectPublicKeyInfoOwned;
 use x509_cert::{
     Certificate,
     builder::{Builder as _, CertificateBuilder, Profile},
+    ext::{AsExtension, Extension},
     name::Name,
     serial_number::SerialNumber,
     time::{Time, Validity},
@@ -87,6 +96,69 @@ impl fmt::Debug for InsecureEmulatedTee {
             .field("measurement", &hex::encode(self.measurement))
             .finish_non_exhaustive()
     }
+}
+
+/// The emulated chip's CHIP_ID: SHA-512 of the VCEK's public key, so
+/// that it follows from the saved state.
+fn chip_id(vcek_key: &p384::ecdsa::SigningKey) -> [u8; 64] {
+    Sha512::digest(vcek_key.verifying_key().to_encoded_point(false).as_bytes()).into()
+}
+
+/// One of AMD's VCEK extensions (KDS specification): its value is put
+/// in `extnValue` as is.
+struct AmdExtension {
+    oid: ObjectIdentifier,
+    value: Vec<u8>,
+}
+
+impl AssociatedOid for AmdExtension {
+    const OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1");
+}
+
+impl Encode for AmdExtension {
+    fn encoded_len(&self) -> der::Result<der::Length> {
+        OctetStringRef::new(&self.value)?.encoded_len()
+    }
+    fn encode(&self, writer: &mut impl der::Writer) -> der::Result<()> {
+        OctetStringRef::new(&self.value)?.encode(writer)
+    }
+}
+
+impl AsExtension for AmdExtension {
+    fn critical(&self, _: &Name, _: &[Extension]) -> bool {
+        false
+    }
+    fn to_extension(&self, _: &Name, _: &[Extension]) -> Result<Extension, der::Error> {
+        Ok(Extension {
+            extn_id: self.oid,
+            critical: false,
+            extn_value: OctetString::new(self.value.clone())?,
+        })
+    }
+}
+
+/// The extensions of the emulated VCEK: TCB components all zero (the
+/// reports' REPORTED_TCB) and the hwID (the reports' CHIP_ID, raw bytes
+/// as AMD's KDS writes it).
+fn vcek_extensions(vcek_key: &p384::ecdsa::SigningKey) -> Result<Vec<AmdExtension>, Error> {
+    let zero = 0u8.to_der().map_err(cert_error)?;
+    let mut exts = Vec::new();
+    for oid in [
+        "1.3.6.1.4.1.3704.1.3.1", // blSPL
+        "1.3.6.1.4.1.3704.1.3.2", // teeSPL
+        "1.3.6.1.4.1.3704.1.3.3", // snpSPL
+        "1.3.6.1.4.1.3704.1.3.8", // ucodeSPL
+    ] {
+        exts.push(AmdExtension {
+            oid: ObjectIdentifier::new(oid).map_err(cert_error)?,
+            value: zero.clone(),
+        });
+    }
+    exts.push(AmdExtension {
+        oid: ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.4"),
+        value: chip_id(vcek_key).to_vec(),
+    });
+    Ok(exts)
 }
 
 /// An emulated ARK, ASK and VCEK, signed with RSA-PSS (SHA-384, salt 48).
@@ -155,7 +227,7 @@ fn build_chain(
             .map_err(cert_error)?
             .into_vec(),
     )?;
-    let vcek = CertificateBuilder::new(
+    let mut vcek = CertificateBuilder::new(
         Profile::Leaf {
             issuer: ask_name,
             enable_key_agreement: false,
@@ -167,9 +239,13 @@ fn build_chain(
         vcek_spki,
         &ask_signer,
     )
-    .map_err(cert_error)?
-    .build_with_rng::<rsa::pss::Signature>(&mut OsRng)
     .map_err(cert_error)?;
+    for ext in vcek_extensions(vcek_key)? {
+        vcek.add_extension(&ext).map_err(cert_error)?;
+    }
+    let vcek = vcek
+        .build_with_rng::<rsa::pss::Signature>(&mut OsRng)
+        .map_err(cert_error)?;
     Ok((ark, ask, vcek))
 }
 
@@ -332,10 +408,12 @@ impl InsecureEmulatedTee {
         r[0x08..0x10].copy_from_slice(&POLICY.to_le_bytes());
         r[0x30..0x34].copy_from_slice(&0u32.to_le_bytes()); // VMPL 0
         r[0x34..0x38].copy_from_slice(&1u32.to_le_bytes()); // ECDSA P-384
-        // KEY_INFO 0: signed by the VCEK.
+        // KEY_INFO 0: signed by the VCEK. REPORTED_TCB 0, as the VCEK's
+        // TCB extensions say.
         r[0x50..0x90].copy_from_slice(report_data);
         r[0x90..0xC0].copy_from_slice(&self.measurement);
         r[0xC0..0xE0].copy_from_slice(host_data);
+        r[0x1A0..0x1E0].copy_from_slice(&chip_id(&self.vcek_key)); // CHIP_ID: the VCEK's hwID
         let signature: p384::ecdsa::Signature = self.vcek_key.sign(&r[..SIGNED_LEN]);
         let (sig_r, sig_s) = signature.split_bytes();
         for (field, scalar) in [(SIGNED_LEN, sig_r), (SIGNED_LEN + 72, sig_s)] {
@@ -391,6 +469,9 @@ mod tests {
         assert_eq!(verified.host_data, [2; 32]);
         assert_eq!(verified.vmpl, 0);
         assert!(!verified.policy.debug());
+        // CHIP_ID is the VCEK's hwID, so the extension check compared it.
+        assert_eq!(verified.chip_id, chip_id(&tee.vcek_key));
+        assert!(verified.chip_id.iter().any(|&b| b != 0));
 
         let err = Verifier::new(TrustedRoots::amd())
             .verify(&report, &chain, now)
