@@ -177,10 +177,9 @@ pub fn convert_tar<R: Read, S: BlockSink>(
         };
         w.create(&e.name, &mut f)?;
         loop {
-            let n = tar.read_data(&mut buf).map_err(|err| Error::Tar {
-                entry: last.clone(),
-                source: err,
-            })?;
+            let n = tar
+                .read_data(&mut buf)
+                .map_err(|err| tar_error(TarError::Io(err), &last))?;
             let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
                 break;
             };
