@@ -19,7 +19,9 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use confsum_encfs::{Error, FileKind, Filesystem, SealOptions, SealSource, Volume, seal};
+use confsum_encfs::{
+    Error, FileKind, Filesystem, SealOptions, SealReport, SealSource, Volume, seal,
+};
 
 /// The real tools, or `None` when they are missing and skipping is allowed.
 fn tools() -> Option<()> {
@@ -69,6 +71,24 @@ fn key_file(dir: &Path) -> (PathBuf, Vec<u8>) {
     let path = dir.join("key");
     fs::write(&path, &key).unwrap();
     (path, key)
+}
+
+/// Seals the documents folder (default options) into `dir/encfs.img`.
+fn seal_documents(dir: &Path, key: &[u8]) -> (PathBuf, SealReport) {
+    let docs = dir.join("docs");
+    if !docs.exists() {
+        documents(&docs);
+    }
+    let img = dir.join("encfs.img");
+    let report = seal(
+        SealSource::Dir(&docs),
+        &img,
+        key,
+        &SealOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    (img, report)
 }
 
 /// Every regular file and symlink under `dir` of a sealed file system.
@@ -126,15 +146,7 @@ fn sealed_images_open_in_cryptsetup_and_decrypt_independently() {
     let docs = tmp.path().join("docs");
     let files = documents(&docs);
     let (key_path, key) = key_file(tmp.path());
-    let img = tmp.path().join("encfs.img");
-    let report = seal(
-        SealSource::Dir(&docs),
-        &img,
-        &key,
-        &SealOptions::default(),
-        &mut |_| {},
-    )
-    .unwrap();
+    let (img, report) = seal_documents(tmp.path(), &key);
     assert_eq!(fs::metadata(&img).unwrap().len(), report.image_size);
 
     let dump = run("cryptsetup", &["luksDump", img.to_str().unwrap()]);
@@ -292,18 +304,8 @@ fn images_cryptsetup_wrote_open_with_every_file_equal() {
 #[test]
 fn a_wrong_key_gives_one_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let docs = tmp.path().join("docs");
-    documents(&docs);
     let (_, key) = key_file(tmp.path());
-    let img = tmp.path().join("encfs.img");
-    seal(
-        SealSource::Dir(&docs),
-        &img,
-        &key,
-        &SealOptions::default(),
-        &mut |_| {},
-    )
-    .unwrap();
+    let (img, _) = seal_documents(tmp.path(), &key);
     let err = Volume::open(&img, b"not the key").unwrap_err();
     assert!(matches!(err, Error::WrongKey), "{err:?}");
 }
@@ -391,17 +393,7 @@ fn a_forced_size_is_the_image_size() {
 #[test]
 fn truncated_images_fail_clearly() {
     let tmp = tempfile::tempdir().unwrap();
-    let docs = tmp.path().join("docs");
-    documents(&docs);
-    let img = tmp.path().join("encfs.img");
-    seal(
-        SealSource::Dir(&docs),
-        &img,
-        b"key",
-        &SealOptions::default(),
-        &mut |_| {},
-    )
-    .unwrap();
+    let (img, _) = seal_documents(tmp.path(), b"key");
     let full = fs::read(&img).unwrap();
     for cut in [10 << 10, 20 << 20] {
         let short = tmp.path().join(format!("cut{cut}.img"));
