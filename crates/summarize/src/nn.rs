@@ -22,9 +22,35 @@ pub enum Precision {
 
 #[derive(Debug, Clone)]
 enum Weight {
-    /// `[out, in]`, as stored.
-    F32(Tensor),
+    F32 {
+        /// `[out, in]`, as stored.
+        full: Tensor,
+        /// Views of `full`, one block of rows per thread. gemm multiplies
+        /// a one-row input with a single-threaded matrix-vector kernel,
+        /// and a decoder step is nothing but such products: splitting the
+        /// output rows across threads lets them all stream weights.
+        blocks: Vec<Tensor>,
+    },
     Q8(QMatMul),
+}
+
+/// Inputs of at most this many rows (decoder steps, beams included) take
+/// the row-split path.
+const SPLIT_MAX_ROWS: usize = 8;
+/// Blocks smaller than this are not worth a thread.
+const SPLIT_MIN_BLOCK: usize = 256;
+
+fn row_blocks(full: &Tensor) -> Result<Vec<Tensor>> {
+    let out = full.dim(0)?;
+    let n = rayon::current_num_threads().min(out / SPLIT_MIN_BLOCK);
+    if n < 2 {
+        return Ok(Vec::new());
+    }
+    let step = out.div_ceil(n);
+    (0..out)
+        .step_by(step)
+        .map(|start| Ok(full.narrow(0, start, step.min(out - start))?))
+        .collect()
 }
 
 /// `y = x·Wᵀ (+ b)`.
@@ -65,14 +91,25 @@ impl Linear {
             Precision::Int8 if in_dim % GgmlDType::Q8_0.block_size() == 0 => Weight::Q8(
                 QMatMul::from_qtensor(QTensor::quantize(&weight, GgmlDType::Q8_0)?)?,
             ),
-            _ => Weight::F32(weight),
+            _ => Weight::F32 {
+                blocks: row_blocks(&weight)?,
+                full: weight,
+            },
         };
         Ok(Self { weight, bias })
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
-            Weight::F32(w) => x.broadcast_matmul(&w.t()?)?,
+            Weight::F32 { full, blocks } => {
+                let in_dim = full.dim(1)?;
+                let rows = x.elem_count() / in_dim.max(1);
+                if blocks.is_empty() || rows > SPLIT_MAX_ROWS {
+                    x.broadcast_matmul(&full.t()?)?
+                } else {
+                    split_matmul(x, blocks, in_dim)?
+                }
+            }
             Weight::Q8(q) => q.forward(x)?,
         };
         Ok(match &self.bias {
@@ -80,4 +117,21 @@ impl Linear {
             None => y,
         })
     }
+}
+
+/// `x·Wᵀ` with the rows of `W` in `blocks`, one thread each.
+fn split_matmul(x: &Tensor, blocks: &[Tensor], in_dim: usize) -> Result<Tensor> {
+    use rayon::prelude::*;
+
+    let mut dims = x.dims().to_vec();
+    let x2 = x.reshape(((), in_dim))?;
+    let parts = blocks
+        .par_iter()
+        .map(|w| x2.matmul(&w.t()?))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let y = Tensor::cat(&parts, 1)?;
+    if let Some(last) = dims.last_mut() {
+        *last = y.dim(1)?;
+    }
+    Ok(y.reshape(dims)?)
 }

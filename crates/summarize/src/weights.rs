@@ -136,11 +136,6 @@ impl Weights {
         self.infos.contains_key(name)
     }
 
-    /// The shape of a tensor, if present.
-    pub(crate) fn shape(&self, name: &str) -> Option<&[usize]> {
-        self.infos.get(name).map(|i| i.shape.as_slice())
-    }
-
     /// Reads tensor `name` as f32 and checks that its shape is `expected`.
     pub(crate) fn load(&self, name: &str, expected: &[usize]) -> Result<Tensor> {
         let info = self
