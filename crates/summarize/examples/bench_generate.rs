@@ -1,0 +1,125 @@
+//! Times `generate` on a checkpoint, for comparing with other runtimes.
+//!
+//! ```text
+//! cargo run --release -p confsum-summarize --example bench_generate -- DIR [--threads N] [--runs N] [--int8]
+//! ```
+//!
+//! Reads `DIR/input.txt`, tokenizes it with the checkpoint's prefix (no
+//! chunking), generates once to warm up, then times `--runs` (default 5)
+//! full `generate` calls with the checkpoint's generation settings and
+//! prints one JSON line: `{"ms_median", "ms_min", "new_tokens",
+//! "input_tokens"}`.
+//!
+//! candle takes its thread count from `RAYON_NUM_THREADS` when it starts,
+//! so `--threads N` starts this program again with that variable set.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use std::os::unix::process::CommandExt;
+
+use confsum_summarize::{LoadOptions, Precision, Summarizer, THREAD_ENV_VARS, threads_configured};
+
+struct Args {
+    dir: PathBuf,
+    threads: Option<usize>,
+    runs: usize,
+    int8: bool,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut dir = None;
+    let mut threads = None;
+    let mut runs = 5;
+    let mut int8 = false;
+    let mut args = std::env::args().skip(1);
+    let number = |v: Option<String>, flag: &str| {
+        v.and_then(|s| s.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("{flag} takes a positive number"))
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--threads" => threads = Some(number(args.next(), "--threads")?),
+            "--runs" => runs = number(args.next(), "--runs")?,
+            "--int8" => int8 = true,
+            _ if arg.starts_with("--") => return Err(format!("unknown option {arg}")),
+            _ if dir.is_none() => dir = Some(PathBuf::from(arg)),
+            _ => return Err(format!("unexpected argument {arg}")),
+        }
+    }
+    let dir = dir.ok_or("usage: bench_generate DIR [--threads N] [--runs N] [--int8]")?;
+    Ok(Args {
+        dir,
+        threads,
+        runs,
+        int8,
+    })
+}
+
+fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(args.dir.join("input.txt"))?;
+    let precision = if args.int8 {
+        Precision::Int8
+    } else {
+        Precision::F32
+    };
+    let mut summarizer = Summarizer::load(&args.dir, &LoadOptions::default().precision(precision))?;
+    let input = vec![summarizer.encode_text(&text)?];
+    let warm = summarizer.generate_ids(&input)?;
+    let mut times = Vec::with_capacity(args.runs);
+    let mut new_tokens = warm.first().map_or(0, Vec::len);
+    for _ in 0..args.runs {
+        let start = Instant::now();
+        let out = summarizer.generate_ids(&input)?;
+        times.push(start.elapsed().as_secs_f64() * 1000.0);
+        new_tokens = out.first().map_or(0, Vec::len);
+    }
+    times.sort_by(f64::total_cmp);
+    let median = match times.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => times[n / 2],
+        n => (times[n / 2 - 1] + times[n / 2]) / 2.0,
+    };
+    let min = times.first().copied().unwrap_or(f64::NAN);
+    println!(
+        "{}",
+        serde_json::json!({
+            "ms_median": (median * 10.0).round() / 10.0,
+            "ms_min": (min * 10.0).round() / 10.0,
+            "new_tokens": new_tokens,
+            "input_tokens": input.first().map_or(0, Vec::len),
+        })
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(n) = args.threads.filter(|&n| !threads_configured(n)) {
+        // candle reads the count once from the environment: become this
+        // program again with it set (the new image's check passes).
+        let err = std::env::current_exe().map(|exe| {
+            Command::new(exe)
+                .args(std::env::args_os().skip(1))
+                .envs(THREAD_ENV_VARS.map(|v| (v, n.to_string())))
+                .exec()
+        });
+        eprintln!("cannot start again with {n} threads: {err:?}");
+        return ExitCode::FAILURE;
+    }
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

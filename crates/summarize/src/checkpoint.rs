@@ -1,0 +1,219 @@
+//! A Hugging Face checkpoint folder, read and checked before any model is
+//! built: configuration, generation settings, tokenizer and weights.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use serde_json::Value;
+use tokenizers::Tokenizer;
+
+use crate::bart::BartConfig;
+use crate::error::{Error, Result};
+use crate::generate::GenerationConfig;
+use crate::t5::T5Config;
+use crate::weights::Weights;
+
+/// The T5 window when `config.json` names none (`n_positions` is not a
+/// field of transformers' `T5Config`; the original checkpoints carry 512).
+const T5_DEFAULT_WINDOW: usize = 512;
+
+/// The model families this crate runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Family {
+    /// T5: t5-small/base/large (v1.0) and T5 v1.1 / flan-t5.
+    T5,
+    /// BART: bart-large-cnn, distilbart-cnn and the like.
+    Bart,
+}
+
+/// The family's own configuration, parsed from `config.json`.
+pub(crate) enum ModelConfig {
+    T5(T5Config),
+    Bart(BartConfig),
+}
+
+/// A checkpoint folder: `config.json`, `tokenizer.json` and
+/// `model.safetensors` (all required) and `generation_config.json`
+/// (optional; older checkpoints keep generation settings in
+/// `config.json`).
+///
+/// Loading reads both configurations and the tokenizer and checks the
+/// safetensors header against the file; the weights themselves are read
+/// when a [`Summarizer`](crate::Summarizer) is built from it.
+pub struct Checkpoint {
+    dir: PathBuf,
+    family: Family,
+    window: usize,
+    prefix: String,
+    generation: GenerationConfig,
+    pub(crate) model_config: ModelConfig,
+    pub(crate) tokenizer: Tokenizer,
+    pub(crate) weights: Weights,
+}
+
+impl fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("dir", &self.dir)
+            .field("family", &self.family)
+            .field("window", &self.window)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads a JSON file; `Ok(None)` when it does not exist.
+fn read_json(dir: &Path, file: &'static str) -> Result<Option<Value>> {
+    let path = dir.join(file);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::config(file, format!("not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(Error::config(file, "not a JSON object"));
+    }
+    Ok(Some(value))
+}
+
+/// A non-negative integer field, `default` when absent or null.
+fn usize_field(config: &Value, key: &str, default: usize) -> Result<usize> {
+    match config.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| {
+                Error::config(
+                    "config.json",
+                    format!("{key} is {v}, not a non-negative integer"),
+                )
+            }),
+    }
+}
+
+/// The summarization prefix: `task_specific_params.summarization.prefix`,
+/// else a top-level `prefix`, else none.
+fn summarization_prefix(config: &Value) -> Result<String> {
+    let from_task = config
+        .get("task_specific_params")
+        .and_then(|p| p.get("summarization"))
+        .and_then(|s| s.get("prefix"));
+    match from_task.or_else(|| config.get("prefix")) {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(v) => Err(Error::config(
+            "config.json",
+            format!("summarization prefix is {v}, not a string"),
+        )),
+    }
+}
+
+fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
+    let path = dir.join("tokenizer.json");
+    if !path.is_file() {
+        return Err(Error::MissingFile { path });
+    }
+    let mut tokenizer = Tokenizer::from_file(&path)
+        .map_err(|e| Error::Tokenizer(format!("cannot load {}: {e}", path.display())))?;
+    // Saved checkpoints may carry padding and truncation (T5's shared
+    // tokenizer truncates at 256); transformers' own calls do neither unless
+    // asked, and silent truncation would hide too-long inputs.
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| Error::Tokenizer(format!("cannot switch truncation off: {e}")))?;
+    Ok(tokenizer)
+}
+
+impl Checkpoint {
+    /// Reads the checkpoint in folder `dir`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingFile`] for a required file that is not there,
+    /// [`Error::Config`] for a configuration that is not JSON or not what a
+    /// T5 or BART checkpoint holds, [`Error::UnsupportedModel`] for another
+    /// `model_type`, [`Error::Tokenizer`] for a tokenizer that does not
+    /// load, [`Error::Safetensors`] for a malformed or truncated weights
+    /// file.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let config = read_json(dir, "config.json")?.ok_or_else(|| Error::MissingFile {
+            path: dir.join("config.json"),
+        })?;
+        let model_type = match config.get("model_type") {
+            Some(Value::String(s)) => s.as_str(),
+            Some(v) => {
+                return Err(Error::config(
+                    "config.json",
+                    format!("model_type is {v}, not a string"),
+                ));
+            }
+            None => return Err(Error::config("config.json", "no model_type")),
+        };
+        let (family, model_config, window) = match model_type {
+            "t5" => (
+                Family::T5,
+                ModelConfig::T5(T5Config::from_json(&config)?),
+                usize_field(&config, "n_positions", T5_DEFAULT_WINDOW)?,
+            ),
+            "bart" => {
+                let c = BartConfig::from_json(&config)?;
+                let window = c.max_position_embeddings;
+                (Family::Bart, ModelConfig::Bart(c), window)
+            }
+            other => return Err(Error::UnsupportedModel(other.to_owned())),
+        };
+        if window == 0 {
+            return Err(Error::config("config.json", "the model's window is 0"));
+        }
+        let prefix = summarization_prefix(&config)?;
+        let generation_json = read_json(dir, "generation_config.json")?;
+        let generation = GenerationConfig::from_json(&config, generation_json.as_ref())?;
+        let tokenizer = load_tokenizer(dir)?;
+        let weights = Weights::open(&dir.join("model.safetensors"), &Device::Cpu)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            family,
+            window,
+            prefix,
+            generation,
+            model_config,
+            tokenizer,
+            weights,
+        })
+    }
+
+    /// The folder it was read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Which family the checkpoint is.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// The longest input, in tokens, the model was built for: BART's
+    /// `max_position_embeddings`, T5's `n_positions` (512 when absent).
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// The text put before every input, from
+    /// `task_specific_params.summarization.prefix` (`"summarize: "` for the
+    /// original T5 checkpoints; empty for BART).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The generation settings the checkpoint carries, as transformers'
+    /// `generate` would take them.
+    pub fn generation_config(&self) -> &GenerationConfig {
+        &self.generation
+    }
+}

@@ -1,0 +1,392 @@
+//! The public entry point: text in, summary out, with transformers' token
+//! ids in between.
+
+use std::path::Path;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::generate::{GenerationConfig, generate};
+use crate::model::{Model, Seq2Seq};
+use crate::nn::Precision;
+
+/// Rounds of chunk-and-summarize before a too-long input is given up on.
+const MAX_CHUNK_ROUNDS: usize = 4;
+
+/// Tokens kept free in each chunk: re-tokenizing a chunk's text on its own
+/// may give a token or two more than it had inside the whole text.
+const CHUNK_MARGIN: usize = 4;
+
+/// How to load a checkpoint.
+///
+/// ```
+/// use confsum_summarize::{LoadOptions, Precision};
+/// let options = LoadOptions::default().precision(Precision::Int8).chunking(true);
+/// assert!(options.chunking);
+/// ```
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct LoadOptions {
+    /// How the linear layers hold their weights (default f32, which
+    /// matches transformers).
+    pub precision: Precision,
+    /// Summarize inputs longer than the model's window in chunks (default
+    /// off). See [`Summarizer`] for what this does; transformers has no
+    /// such mode.
+    pub chunking: bool,
+}
+
+impl LoadOptions {
+    /// Sets [`LoadOptions::precision`].
+    #[must_use]
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// Sets [`LoadOptions::chunking`].
+    #[must_use]
+    pub fn chunking(mut self, on: bool) -> Self {
+        self.chunking = on;
+        self
+    }
+}
+
+/// One summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Summary {
+    /// The generated ids decoded without special tokens and without
+    /// clean-up of spaces, as `tokenizer.decode(ids,
+    /// skip_special_tokens=True)` gives them in transformers 5 (and as
+    /// transformers 4's summarization pipeline returned them).
+    pub text: String,
+    /// The generated token ids as transformers' `generate` returns them,
+    /// without the decoder start token and without the padding a batch
+    /// adds after the end token.
+    pub ids: Vec<u32>,
+}
+
+/// A loaded T5 or BART checkpoint that summarizes text.
+///
+/// Generation follows transformers 5.24's `model.generate(**tokenizer(text))`
+/// for the same checkpoint: the settings come from
+/// `generation_config.json`, else `config.json` (see
+/// [`Summarizer::generation_config_mut`] to change them). The input is the
+/// text after the checkpoint's summarization prefix (`"summarize: "` for
+/// the original T5 checkpoints), as transformers 4's summarization pipeline
+/// put it. transformers 5 removed that pipeline, and with it the use of
+/// `task_specific_params.summarization`'s generation settings (beams,
+/// lengths, …): they are not applied here either, only its prefix.
+///
+/// # Long inputs
+///
+/// An input with more tokens than the model's window
+/// ([`Checkpoint::window`]) is refused with [`Error::InputTooLong`] —
+/// transformers would error (BART) or run the model beyond what it was
+/// trained on (T5). With [`LoadOptions::chunking`] on, such an input is
+/// instead split into window-sized chunks (at sentence ends where one is
+/// near, else between tokens), each chunk is summarized on its own, the
+/// parts' texts are joined with spaces and the result is summarized
+/// again, repeating while it is still too long (at most four rounds).
+/// This is not something transformers does, so such
+/// summaries cannot be compared with it.
+pub struct Summarizer {
+    checkpoint: Checkpoint,
+    model: Model,
+    generation: GenerationConfig,
+    chunking: bool,
+}
+
+impl std::fmt::Debug for Summarizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Summarizer")
+            .field("checkpoint", &self.checkpoint)
+            .field("chunking", &self.chunking)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Summarizer {
+    /// Loads the checkpoint in folder `dir` and builds its model.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Checkpoint::load`], plus [`Error::MissingTensor`],
+    /// [`Error::Shape`] and [`Error::DType`] for weights that do not fit
+    /// the configuration.
+    pub fn load(dir: &Path, options: &LoadOptions) -> Result<Self> {
+        let checkpoint = Checkpoint::load(dir)?;
+        let model = Model::load(&checkpoint, options.precision)?;
+        let generation = checkpoint.generation_config().clone();
+        Ok(Self {
+            checkpoint,
+            model,
+            generation,
+            chunking: options.chunking,
+        })
+    }
+
+    /// The checkpoint it was loaded from.
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
+    }
+
+    /// The generation settings in use.
+    pub fn generation_config(&self) -> &GenerationConfig {
+        &self.generation
+    }
+
+    /// The generation settings in use, to change.
+    pub fn generation_config_mut(&mut self) -> &mut GenerationConfig {
+        &mut self.generation
+    }
+
+    /// Token ids of `text` as the model's input: the summarization prefix,
+    /// the text and the tokenizer's special tokens, as
+    /// `tokenizer(prefix + text).input_ids` gives them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyInput`] for empty or whitespace-only text,
+    /// [`Error::Tokenizer`] if the tokenizer fails.
+    pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        if text.trim().is_empty() {
+            return Err(Error::EmptyInput);
+        }
+        self.encode_raw(&format!("{}{text}", self.checkpoint.prefix()), true)
+    }
+
+    fn encode_raw(&self, text: &str, special: bool) -> Result<Vec<u32>> {
+        Ok(self
+            .checkpoint
+            .tokenizer
+            .encode(text, special)
+            .map_err(|e| Error::Tokenizer(format!("cannot encode: {e}")))?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// Runs `generate` on token ids, one row per input (rows of different
+    /// lengths are padded as transformers' tokenizer pads a batch), and
+    /// returns the rows transformers returns, without the decoder start
+    /// token: a batch's shorter rows end in padding.
+    ///
+    /// No window is applied here beyond the model's own (BART refuses
+    /// inputs longer than its positions; T5, like transformers, runs them).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyInput`] for an empty row, [`Error::InputTooLong`] for
+    /// a BART input beyond its positions, [`Error::Generation`] for
+    /// settings that cannot work together.
+    pub fn generate_ids(&mut self, input_ids: &[Vec<u32>]) -> Result<Vec<Vec<u32>>> {
+        if input_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        if input_ids.iter().any(Vec::is_empty) {
+            return Err(Error::EmptyInput);
+        }
+        let rows = generate(&mut self.model, input_ids, &self.generation);
+        // The caches hold the encoder output and every layer's keys and
+        // values: no use once generation is over.
+        self.model.clear_kv_cache();
+        rows
+    }
+
+    /// Summarizes one text.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyInput`] for empty or whitespace-only text,
+    /// [`Error::InputTooLong`] for a text beyond the window with chunking
+    /// off, and those of [`Summarizer::generate_ids`].
+    pub fn summarize(&mut self, text: &str) -> Result<Summary> {
+        let mut summaries = self.summarize_batch(&[text])?;
+        summaries
+            .pop()
+            .ok_or_else(|| Error::Generation("no output row".to_owned()))
+    }
+
+    /// Summarizes several texts as one padded batch (a text that needs
+    /// chunking is summarized on its own).
+    ///
+    /// # Errors
+    ///
+    /// As [`Summarizer::summarize`], for the first text that fails.
+    pub fn summarize_batch(&mut self, texts: &[&str]) -> Result<Vec<Summary>> {
+        let window = self.checkpoint.window();
+        let mut direct = Vec::new();
+        let mut slots: Vec<Option<Summary>> = Vec::with_capacity(texts.len());
+        let mut long = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            let ids = self.encode_text(text)?;
+            if ids.len() > window {
+                if !self.chunking {
+                    return Err(Error::InputTooLong {
+                        tokens: ids.len(),
+                        window,
+                    });
+                }
+                long.push(i);
+            } else {
+                direct.push((i, ids));
+            }
+            slots.push(None);
+        }
+        if !direct.is_empty() {
+            let inputs: Vec<Vec<u32>> = direct.iter().map(|(_, ids)| ids.clone()).collect();
+            let rows = self.generate_ids(&inputs)?;
+            if rows.len() != inputs.len() {
+                return Err(Error::Generation(format!(
+                    "{} output rows for {} inputs",
+                    rows.len(),
+                    inputs.len()
+                )));
+            }
+            for ((i, _), row) in direct.iter().zip(rows) {
+                let summary = self.to_summary(row)?;
+                if let Some(slot) = slots.get_mut(*i) {
+                    *slot = Some(summary);
+                }
+            }
+        }
+        for i in long {
+            let text = texts.get(i).copied().unwrap_or_default();
+            let summary = self.summarize_long(text)?;
+            if let Some(slot) = slots.get_mut(i) {
+                *slot = Some(summary);
+            }
+        }
+        slots
+            .into_iter()
+            .map(|s| s.ok_or_else(|| Error::Generation("a text got no summary".to_owned())))
+            .collect()
+    }
+
+    /// Cuts a row after its first end token (dropping batch padding) and
+    /// decodes it.
+    fn to_summary(&self, mut ids: Vec<u32>) -> Result<Summary> {
+        if let Some(end) = ids
+            .iter()
+            .position(|id| self.generation.eos_token_ids.contains(id))
+        {
+            ids.truncate(end + 1);
+        }
+        let text = self
+            .checkpoint
+            .tokenizer
+            .decode(&ids, true)
+            .map_err(|e| Error::Tokenizer(format!("cannot decode: {e}")))?;
+        Ok(Summary { text, ids })
+    }
+
+    /// Summarizes one input of one row.
+    fn summarize_ids(&mut self, ids: Vec<u32>) -> Result<Summary> {
+        let row = self
+            .generate_ids(&[ids])?
+            .pop()
+            .ok_or_else(|| Error::Generation("no output row".to_owned()))?;
+        self.to_summary(row)
+    }
+
+    /// Chunk, summarize the chunks, join, repeat (see the type's doc).
+    fn summarize_long(&mut self, text: &str) -> Result<Summary> {
+        let window = self.checkpoint.window();
+        let mut current = text.to_owned();
+        let mut tokens = usize::MAX;
+        for _ in 0..MAX_CHUNK_ROUNDS {
+            let ids = self.encode_text(&current)?;
+            if ids.len() <= window {
+                return self.summarize_ids(ids);
+            }
+            if ids.len() >= tokens {
+                // The parts' summaries are no shorter than what they
+                // summarize: more rounds would not converge.
+                break;
+            }
+            tokens = ids.len();
+            let mut parts = Vec::new();
+            for chunk in self.split(&current)? {
+                let part = self.summarize_ids(chunk)?;
+                let part = part.text.trim();
+                if !part.is_empty() {
+                    parts.push(part.to_owned());
+                }
+            }
+            current = parts.join(" ");
+            if current.trim().is_empty() {
+                return Err(Error::Generation(
+                    "every chunk of the input summarized to nothing".to_owned(),
+                ));
+            }
+        }
+        let tokens = self.encode_text(&current)?.len();
+        if tokens <= window {
+            let ids = self.encode_text(&current)?;
+            return self.summarize_ids(ids);
+        }
+        Err(Error::InputTooLong { tokens, window })
+    }
+
+    /// Splits `text` into inputs (prefix and special tokens included) of at
+    /// most the window each, ending chunks at sentence ends where one lies
+    /// in the second half of the chunk.
+    fn split(&self, text: &str) -> Result<Vec<Vec<u32>>> {
+        let window = self.checkpoint.window();
+        let encoding = self
+            .checkpoint
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(format!("cannot encode: {e}")))?;
+        let offsets = encoding.get_offsets();
+        let n = offsets.len();
+        // The prefix and the special tokens every chunk gets.
+        let overhead = self.encode_raw(self.checkpoint.prefix(), true)?.len();
+        let budget = window.saturating_sub(overhead + CHUNK_MARGIN);
+        if budget < 8 {
+            return Err(Error::InputTooLong {
+                tokens: n + overhead,
+                window,
+            });
+        }
+        let sentence_end = |i: usize| -> bool {
+            offsets.get(i).is_some_and(|&(_, end)| {
+                let before = text.get(..end).unwrap_or_default().trim_end();
+                let after = text.get(end..).unwrap_or_default();
+                before.ends_with(['.', '!', '?', ':', ';'])
+                    || after.starts_with("\n")
+                    || after.starts_with(" \n")
+            })
+        };
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let mut end = (start + budget).min(n);
+            if end < n {
+                if let Some(b) = (start + budget / 2..end).rev().find(|&i| sentence_end(i)) {
+                    end = b + 1;
+                }
+            }
+            // Shrink until the chunk's own text tokenizes into the window.
+            loop {
+                let span = offsets
+                    .get(start)
+                    .zip(offsets.get(end.saturating_sub(1)))
+                    .and_then(|(&(a, _), &(_, b))| text.get(a..b));
+                if let Some(span) = span.filter(|s| !s.trim().is_empty()) {
+                    let ids = self.encode_text(span)?;
+                    if ids.len() <= window {
+                        chunks.push(ids);
+                        break;
+                    }
+                }
+                if end <= start + 1 {
+                    break; // a token we cannot cut out on its own: skip it
+                }
+                end = start + (end - start) * 7 / 8;
+            }
+            start = end;
+        }
+        Ok(chunks)
+    }
+}
