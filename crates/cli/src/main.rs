@@ -4,6 +4,7 @@
 mod attest;
 mod encfs;
 mod layer_hash;
+mod summarize;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,7 @@ enum Command {
     /// SEV-SNP attestation reports and tokens, checked offline.
     #[command(subcommand)]
     Attest(attest::Command),
+    Summarize(summarize::Args),
 }
 
 /// Reports a usage error the way clap does (with exit status 2) and exits.
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         Command::LayerHash(args) => layer_hash::run(&args),
         Command::Encfs(command) => encfs::run(&command),
         Command::Attest(command) => attest::run(&command).map(|()| ExitCode::SUCCESS),
+        Command::Summarize(args) => summarize::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
