@@ -218,7 +218,7 @@ def main():
         tf_ms = ours_ms = None
         if not args.skip_transformers:
             tf_ms, all_ms = time_transformers(out, MODELS[name][0], args.runs)
-            print(f"{name}: transformers runs (ms) {[round(x) for x in all_ms]}", file=sys.stderr)
+            print(f"{name}: transformers runs (ms) {[round(x) for x in all_ms]}, min {min(all_ms):.0f}", file=sys.stderr)
         if args.ours:
             ours_ms = time_ours(args.ours, out, args.threads)
         rows.append((name, tf_ms, ours_ms))

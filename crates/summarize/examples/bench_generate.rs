@@ -66,6 +66,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         Precision::F32
     };
     let mut summarizer = Summarizer::load(&args.dir, &LoadOptions::default().precision(precision))?;
+    let load_peak = peak_rss_mib();
     let input = vec![summarizer.encode_text(&text)?];
     let warm = summarizer.generate_ids(&input)?;
     let mut times = Vec::with_capacity(args.runs);
@@ -90,9 +91,19 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             "ms_min": (min * 10.0).round() / 10.0,
             "new_tokens": new_tokens,
             "input_tokens": input.first().map_or(0, Vec::len),
+            "peak_rss_mib_after_load": load_peak,
+            "peak_rss_mib": peak_rss_mib(),
         })
     );
     Ok(())
+}
+
+/// The process's peak resident memory so far (Linux), in MiB.
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
 }
 
 fn main() -> ExitCode {

@@ -155,6 +155,26 @@ impl Weights {
                 actual: info.shape.clone(),
             });
         }
+        if info.dtype == DType::F32 {
+            // Read straight into the tensor's own buffer: the byte copy that
+            // `from_raw_buffer` makes would double the largest tensor (the
+            // embedding) in the peak memory of a load.
+            let mut values = vec![0f32; info.len / 4];
+            let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut values);
+            self.file
+                .read_exact_at(bytes, info.start)
+                .map_err(|e| Error::io(&self.path, e))?;
+            if cfg!(target_endian = "big") {
+                for v in &mut values {
+                    *v = f32::from_bits(v.to_bits().swap_bytes());
+                }
+            }
+            return Ok(Tensor::from_vec(
+                values,
+                info.shape.as_slice(),
+                &self.device,
+            )?);
+        }
         let mut bytes = vec![0u8; info.len];
         self.file
             .read_exact_at(&mut bytes, info.start)
