@@ -107,7 +107,10 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         config.no_repeat_ngram_size = n as usize;
     }
 
-    let summary = summarizer.summarize(&text)?;
+    let summary = summarizer.summarize(&text).map_err(|e| match e {
+        confsum_summarize::Error::InputTooLong { .. } => anyhow::anyhow!("{e} (pass --chunk)"),
+        e => e.into(),
+    })?;
     println!("{}", summary.text);
     if args.ids {
         let ids: Vec<String> = summary.ids.iter().map(u32::to_string).collect();
