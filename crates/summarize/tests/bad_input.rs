@@ -342,3 +342,81 @@ fn thread_count_is_read_from_the_environment() {
         _ => assert!(!confsum_summarize::threads_configured(1)),
     }
 }
+
+/// Header fields rewritten to hostile values: offsets past the data,
+/// overlapping or reversed ranges, shapes whose size overflows, odd
+/// dtypes, wrong JSON types. Each must be refused (or, for a harmless
+/// rewrite, load), never panic or allocate absurd amounts.
+#[test]
+fn hostile_safetensors_headers_are_refused() {
+    let tmp = copy("bart");
+    let path = tmp.path().join("model.safetensors");
+    let (header, data) = read_safetensors(&path);
+    let name = header
+        .keys()
+        .find(|k| k.as_str() != "__metadata__")
+        .unwrap()
+        .clone();
+    let huge = usize::MAX / 2;
+    let rewrites: Vec<(&str, Value)> = vec![
+        ("data_offsets", serde_json::json!([0, data.len() + 4])),
+        ("data_offsets", serde_json::json!([8, 4])),
+        ("data_offsets", serde_json::json!([u64::MAX - 1, u64::MAX])),
+        ("data_offsets", serde_json::json!([-1, 4])),
+        ("data_offsets", serde_json::json!([0])),
+        ("data_offsets", serde_json::json!("0-4")),
+        ("shape", serde_json::json!([huge, huge])),
+        ("shape", serde_json::json!([huge, 0, huge])),
+        ("shape", serde_json::json!([-3])),
+        ("shape", serde_json::json!(null)),
+        ("dtype", serde_json::json!("F64")),
+        ("dtype", serde_json::json!("I64")),
+        ("dtype", serde_json::json!(7)),
+    ];
+    for (field, value) in rewrites {
+        let mut h = header.clone();
+        h.get_mut(&name)
+            .and_then(Value::as_object_mut)
+            .unwrap()
+            .insert(field.to_owned(), value.clone());
+        write_safetensors(&path, &h, &data);
+        let result = std::panic::catch_unwind(|| load(tmp.path()));
+        match result {
+            Err(_) => panic!("{name}.{field} = {value}: panicked"),
+            Ok(Ok(_)) => panic!("{name}.{field} = {value}: loaded"),
+            Ok(Err(e)) => assert!(
+                matches!(
+                    e,
+                    Error::Safetensors(_) | Error::DType { .. } | Error::Shape { .. }
+                ),
+                "{name}.{field} = {value}: {e:?}"
+            ),
+        }
+    }
+    // A header length that claims more than the file holds.
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    fs::write(&path, &bytes).unwrap();
+    assert!(matches!(load_err(tmp.path()), Error::Safetensors(_)));
+}
+
+/// Every single-byte flip in the first part of the file (the JSON header)
+/// gives a result, never a panic.
+#[test]
+fn flipped_header_bytes_never_panic() {
+    let tmp = copy("bart");
+    let path = tmp.path().join("model.safetensors");
+    let original = fs::read(&path).unwrap();
+    let header_len =
+        usize::try_from(u64::from_le_bytes(original[..8].try_into().unwrap())).unwrap();
+    // Every 7th byte of the header keeps this quick while reaching every
+    // field; the 8 length bytes are all flipped.
+    let positions = (0..8).chain((8..8 + header_len).step_by(7));
+    for pos in positions {
+        let mut bytes = original.clone();
+        bytes[pos] ^= 0x5a;
+        fs::write(&path, &bytes).unwrap();
+        let result = std::panic::catch_unwind(|| load(tmp.path()));
+        assert!(result.is_ok(), "flip at byte {pos} panicked");
+    }
+}
