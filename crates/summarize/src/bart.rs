@@ -10,9 +10,10 @@
 use candle_core::{DType, Tensor};
 use serde_json::Value;
 
+use crate::config::{field, opt_bool, opt_usize, positive};
 use crate::error::{Error, Result};
 use crate::model::Seq2Seq;
-use crate::nn::{Linear, Precision};
+use crate::nn::{Activation, Linear, Precision};
 use crate::weights::Weights;
 
 const CONFIG: &str = "config.json";
@@ -21,44 +22,6 @@ const CONFIG: &str = "config.json";
 const LAYER_NORM_EPS: f32 = 1e-5;
 /// Learned position `p` lives in row `p + 2` (a fairseq leftover).
 const POSITION_OFFSET: usize = 2;
-
-/// The feed-forward activation, by its transformers (`ACT2FN`) name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Activation {
-    /// `gelu`: the exact, erf-based GELU.
-    Gelu,
-    /// `gelu_new` / `gelu_pytorch_tanh`: the tanh approximation.
-    GeluTanh,
-    /// `relu`.
-    Relu,
-    /// `silu` / `swish`.
-    Silu,
-    /// `tanh`.
-    Tanh,
-}
-
-impl Activation {
-    fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "gelu" | "gelu_python" => Self::Gelu,
-            "gelu_new" | "gelu_pytorch_tanh" => Self::GeluTanh,
-            "relu" => Self::Relu,
-            "silu" | "swish" => Self::Silu,
-            "tanh" => Self::Tanh,
-            _ => return None,
-        })
-    }
-
-    fn apply(self, x: &Tensor) -> Result<Tensor> {
-        Ok(match self {
-            Self::Gelu => x.gelu_erf()?,
-            Self::GeluTanh => x.gelu()?,
-            Self::Relu => x.relu()?,
-            Self::Silu => x.silu()?,
-            Self::Tanh => x.tanh()?,
-        })
-    }
-}
 
 /// The parts of a BART `config.json` that shape the network, as written by
 /// transformers 4.x or 5.x.
@@ -90,36 +53,12 @@ pub(crate) struct BartConfig {
     pub(crate) tie_word_embeddings: bool,
 }
 
-fn present<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    v.get(key).filter(|x| !x.is_null())
-}
-
 fn count(v: &Value, key: &str) -> Result<usize> {
-    let x = present(v, key).ok_or_else(|| Error::config(CONFIG, format!("{key} is missing")))?;
-    x.as_u64()
-        .and_then(|n| usize::try_from(n).ok())
-        .ok_or_else(|| {
-            Error::config(
-                CONFIG,
-                format!("{key} must be a non-negative integer, not {x}"),
-            )
-        })
-}
-
-fn positive(v: &Value, key: &str) -> Result<usize> {
-    match count(v, key)? {
-        0 => Err(Error::config(CONFIG, format!("{key} must be positive"))),
-        n => Ok(n),
-    }
+    opt_usize(v, key)?.ok_or_else(|| Error::config(CONFIG, format!("{key} is missing")))
 }
 
 fn flag(v: &Value, key: &str, default: bool) -> Result<bool> {
-    match present(v, key) {
-        None => Ok(default),
-        Some(x) => x
-            .as_bool()
-            .ok_or_else(|| Error::config(CONFIG, format!("{key} must be true or false, not {x}"))),
-    }
+    Ok(opt_bool(v, key)?.unwrap_or(default))
 }
 
 impl BartConfig {
@@ -130,7 +69,7 @@ impl BartConfig {
         if !v.is_object() {
             return Err(Error::config(CONFIG, "not a JSON object"));
         }
-        match present(v, "model_type") {
+        match field(v, "model_type") {
             None => {}
             Some(Value::String(kind)) if kind == "bart" => {}
             Some(Value::String(kind)) => return Err(Error::UnsupportedModel(kind.clone())),
@@ -151,7 +90,7 @@ impl BartConfig {
                 ));
             }
         }
-        let activation_name = match present(v, "activation_function") {
+        let activation_name = match field(v, "activation_function") {
             None => "gelu",
             Some(x) => x.as_str().ok_or_else(|| {
                 Error::config(
@@ -163,21 +102,19 @@ impl BartConfig {
         let activation = Activation::from_name(activation_name).ok_or_else(|| {
             Error::config(
                 CONFIG,
-                format!(
-                    "activation_function {activation_name:?} is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu, silu, swish, tanh are)"
-                ),
+                format!("activation_function {activation_name:?} is not supported"),
             )
         })?;
         let config = Self {
-            vocab_size: positive(v, "vocab_size")?,
-            d_model: positive(v, "d_model")?,
+            vocab_size: positive(v, "vocab_size", None)?,
+            d_model: positive(v, "d_model", None)?,
             encoder_layers: count(v, "encoder_layers")?,
             decoder_layers: count(v, "decoder_layers")?,
-            encoder_attention_heads: positive(v, "encoder_attention_heads")?,
-            decoder_attention_heads: positive(v, "decoder_attention_heads")?,
-            encoder_ffn_dim: positive(v, "encoder_ffn_dim")?,
-            decoder_ffn_dim: positive(v, "decoder_ffn_dim")?,
-            max_position_embeddings: positive(v, "max_position_embeddings")?,
+            encoder_attention_heads: positive(v, "encoder_attention_heads", None)?,
+            decoder_attention_heads: positive(v, "decoder_attention_heads", None)?,
+            encoder_ffn_dim: positive(v, "encoder_ffn_dim", None)?,
+            decoder_ffn_dim: positive(v, "decoder_ffn_dim", None)?,
+            max_position_embeddings: positive(v, "max_position_embeddings", None)?,
             activation,
             scale_embedding: flag(v, "scale_embedding", false)?,
             tie_word_embeddings: flag(v, "tie_word_embeddings", true)?,
@@ -763,33 +700,6 @@ pub(crate) struct Bart {
     state: Option<State>,
 }
 
-/// Whether two loaded tensors hold the same values.
-fn same_values(a: &Tensor, b: &Tensor) -> Result<bool> {
-    if a.shape() != b.shape() {
-        return Ok(false);
-    }
-    let differing = a
-        .ne(b)?
-        .to_dtype(DType::F32)?
-        .sum_all()?
-        .to_scalar::<f32>()?;
-    Ok(differing == 0.0)
-}
-
-/// `name` if the file has it with values of its own, else `shared`: the
-/// tie transformers makes, which it skips when both are saved and differ.
-fn tied(weights: &Weights, name: &str, shared: &Tensor, dims: &[usize]) -> Result<Tensor> {
-    if !weights.contains(name) {
-        return Ok(shared.clone());
-    }
-    let own = weights.load(name, dims)?;
-    Ok(if same_values(&own, shared)? {
-        shared.clone()
-    } else {
-        own
-    })
-}
-
 const SHARED: &str = "model.shared.weight";
 const ENCODER_EMBED: &str = "model.encoder.embed_tokens.weight";
 const DECODER_EMBED: &str = "model.decoder.embed_tokens.weight";
@@ -817,10 +727,10 @@ impl Bart {
             .find(|name| weights.contains(name))
             .ok_or_else(|| Error::MissingTensor(SHARED.to_owned()))?;
         let shared = weights.load(source, &embed_dims)?;
-        let encoder_embed = tied(weights, ENCODER_EMBED, &shared, &embed_dims)?;
-        let decoder_embed = tied(weights, DECODER_EMBED, &shared, &embed_dims)?;
+        let encoder_embed = weights.tied(ENCODER_EMBED, &shared, &embed_dims)?;
+        let decoder_embed = weights.tied(DECODER_EMBED, &shared, &embed_dims)?;
         let lm_weight = if config.tie_word_embeddings {
-            tied(weights, LM_HEAD, &shared, &embed_dims)?
+            weights.tied(LM_HEAD, &shared, &embed_dims)?
         } else {
             weights.load(LM_HEAD, &embed_dims)?
         };
@@ -1298,7 +1208,7 @@ mod tests {
             (
                 "encoder_attention_heads",
                 0.into(),
-                "encoder_attention_heads must be positive",
+                "encoder_attention_heads must be at least 1",
             ),
             (
                 "decoder_attention_heads",

@@ -41,6 +41,7 @@
 
 mod bart;
 mod checkpoint;
+mod config;
 mod error;
 mod generate;
 mod model;

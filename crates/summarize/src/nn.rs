@@ -135,3 +135,62 @@ fn split_matmul(x: &Tensor, blocks: &[Tensor], in_dim: usize) -> Result<Tensor> 
     }
     Ok(y.reshape(dims)?)
 }
+
+/// A feed-forward activation, by the names transformers' `ACT2FN` gives
+/// them (T5's `feed_forward_proj` without `gated-`, BART's
+/// `activation_function`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Activation {
+    Relu,
+    Relu2,
+    Relu6,
+    /// `gelu`, `gelu_python`: the exact (erf) form.
+    Gelu,
+    /// `gelu_10`: erf GELU clipped to [-10, 10].
+    Gelu10,
+    /// `gelu_new`, `gelu_fast`, `gelu_pytorch_tanh`, `gelu_python_tanh`,
+    /// `gelu_accurate`: the tanh approximation.
+    GeluTanh,
+    QuickGelu,
+    /// `silu`, `swish`.
+    Silu,
+    Tanh,
+    Sigmoid,
+    Linear,
+}
+
+impl Activation {
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "relu" => Self::Relu,
+            "relu2" => Self::Relu2,
+            "relu6" => Self::Relu6,
+            "gelu" | "gelu_python" => Self::Gelu,
+            "gelu_10" => Self::Gelu10,
+            "gelu_new" | "gelu_fast" | "gelu_pytorch_tanh" | "gelu_python_tanh"
+            | "gelu_accurate" => Self::GeluTanh,
+            "quick_gelu" => Self::QuickGelu,
+            "silu" | "swish" => Self::Silu,
+            "tanh" => Self::Tanh,
+            "sigmoid" => Self::Sigmoid,
+            "linear" => Self::Linear,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn apply(self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Self::Relu => x.relu()?,
+            Self::Relu2 => x.relu()?.sqr()?,
+            Self::Relu6 => x.clamp(0f32, 6f32)?,
+            Self::Gelu => x.gelu_erf()?,
+            Self::Gelu10 => x.gelu_erf()?.clamp(-10f32, 10f32)?,
+            Self::GeluTanh => x.gelu()?,
+            Self::QuickGelu => (x * candle_nn::ops::sigmoid(&(x * 1.702)?)?)?,
+            Self::Silu => x.silu()?,
+            Self::Tanh => x.tanh()?,
+            Self::Sigmoid => candle_nn::ops::sigmoid(x)?,
+            Self::Linear => x.clone(),
+        })
+    }
+}

@@ -8,70 +8,13 @@
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
+use crate::config::{field, opt_bool, positive};
 use crate::error::{Error, Result};
 use crate::model::Seq2Seq;
-use crate::nn::{Linear, Precision};
+use crate::nn::{Activation, Linear, Precision};
 use crate::weights::Weights;
 
 const CONFIG: &str = "config.json";
-
-/// The activation of the feed-forward block (`feed_forward_proj` without
-/// its `gated-` prefix), named as transformers' `ACT2FN` names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Activation {
-    Relu,
-    Relu2,
-    Relu6,
-    /// `gelu`, `gelu_python`: the exact (erf) form.
-    Gelu,
-    /// `gelu_10`: erf GELU clipped to [-10, 10].
-    Gelu10,
-    /// `gelu_new`, `gelu_fast`, `gelu_pytorch_tanh`, `gelu_python_tanh`,
-    /// `gelu_accurate`: the tanh approximation.
-    GeluTanh,
-    QuickGelu,
-    /// `silu`, `swish`.
-    Silu,
-    Tanh,
-    Sigmoid,
-    Linear,
-}
-
-impl Activation {
-    fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "relu" => Self::Relu,
-            "relu2" => Self::Relu2,
-            "relu6" => Self::Relu6,
-            "gelu" | "gelu_python" => Self::Gelu,
-            "gelu_10" => Self::Gelu10,
-            "gelu_new" | "gelu_fast" | "gelu_pytorch_tanh" | "gelu_python_tanh"
-            | "gelu_accurate" => Self::GeluTanh,
-            "quick_gelu" => Self::QuickGelu,
-            "silu" | "swish" => Self::Silu,
-            "tanh" => Self::Tanh,
-            "sigmoid" => Self::Sigmoid,
-            "linear" => Self::Linear,
-            _ => return None,
-        })
-    }
-
-    fn apply(self, x: &Tensor) -> Result<Tensor> {
-        Ok(match self {
-            Self::Relu => x.relu()?,
-            Self::Relu2 => x.relu()?.sqr()?,
-            Self::Relu6 => x.clamp(0f32, 6f32)?,
-            Self::Gelu => x.gelu_erf()?,
-            Self::Gelu10 => x.gelu_erf()?.clamp(-10f32, 10f32)?,
-            Self::GeluTanh => x.gelu()?,
-            Self::QuickGelu => (x * candle_nn::ops::sigmoid(&(x * 1.702)?)?)?,
-            Self::Silu => x.silu()?,
-            Self::Tanh => x.tanh()?,
-            Self::Sigmoid => candle_nn::ops::sigmoid(x)?,
-            Self::Linear => x.clone(),
-        })
-    }
-}
 
 /// The parts of a T5 `config.json` the network needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,45 +34,6 @@ pub(crate) struct T5Config {
     pub(crate) gated: bool,
     /// Multiply the decoder output by `d_model^-0.5` before the head (v1.0).
     pub(crate) scale_decoder_outputs: bool,
-}
-
-fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    v.get(key).filter(|x| !x.is_null())
-}
-
-fn opt_usize(v: &Value, key: &str) -> Result<Option<usize>> {
-    field(v, key)
-        .map(|x| {
-            x.as_u64()
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| {
-                    Error::config(
-                        CONFIG,
-                        format!("{key} must be a non-negative integer, not {x}"),
-                    )
-                })
-        })
-        .transpose()
-}
-
-fn positive(v: &Value, key: &str, default: Option<usize>) -> Result<usize> {
-    let n = opt_usize(v, key)?
-        .or(default)
-        .ok_or_else(|| Error::config(CONFIG, format!("{key} is missing")))?;
-    if n == 0 {
-        return Err(Error::config(CONFIG, format!("{key} must be at least 1")));
-    }
-    Ok(n)
-}
-
-fn opt_bool(v: &Value, key: &str) -> Result<Option<bool>> {
-    field(v, key)
-        .map(|x| {
-            x.as_bool().ok_or_else(|| {
-                Error::config(CONFIG, format!("{key} must be true or false, not {x}"))
-            })
-        })
-        .transpose()
 }
 
 impl T5Config {
@@ -545,17 +449,6 @@ pub(crate) struct T5 {
     state: Option<State>,
 }
 
-/// Loads `name` if the checkpoint has it and it differs from `shared`
-/// (transformers ties only identical tensors); else shares `shared`.
-fn tied(weights: &Weights, name: &str, shared: &Tensor, dims: &[usize]) -> Result<Tensor> {
-    if !weights.contains(name) {
-        return Ok(shared.clone());
-    }
-    let own = weights.load(name, dims)?;
-    let same = own.eq(shared)?.flatten_all()?.min(0)?.to_scalar::<u8>()? == 1;
-    Ok(if same { shared.clone() } else { own })
-}
-
 impl T5 {
     /// Builds the network from `weights`, checking every tensor's shape
     /// against `config`.
@@ -574,9 +467,9 @@ impl T5 {
         .find(|n| weights.contains(n))
         .unwrap_or("shared.weight");
         let shared = weights.load(shared_name, &embed_dims)?;
-        let encoder_embed = tied(weights, "encoder.embed_tokens.weight", &shared, &embed_dims)?;
-        let decoder_embed = tied(weights, "decoder.embed_tokens.weight", &shared, &embed_dims)?;
-        let head = tied(weights, "lm_head.weight", &shared, &embed_dims)?;
+        let encoder_embed = weights.tied("encoder.embed_tokens.weight", &shared, &embed_dims)?;
+        let decoder_embed = weights.tied("decoder.embed_tokens.weight", &shared, &embed_dims)?;
+        let head = weights.tied("lm_head.weight", &shared, &embed_dims)?;
         let lm_head = Linear::from_weight(head, None, precision)?;
 
         let rel_bias = |stack: &str| -> Result<Vec<f32>> {

@@ -183,4 +183,23 @@ impl Weights {
         drop(bytes);
         Ok(tensor.to_dtype(DType::F32)?)
     }
+
+    /// `name` if the file has it with values of its own, else `shared`:
+    /// the tie transformers makes (it keeps both when saved and different).
+    pub(crate) fn tied(&self, name: &str, shared: &Tensor, dims: &[usize]) -> Result<Tensor> {
+        if !self.contains(name) {
+            return Ok(shared.clone());
+        }
+        let own = self.load(name, dims)?;
+        let differing = own
+            .ne(shared)?
+            .to_dtype(DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()?;
+        Ok(if differing == 0.0 {
+            shared.clone()
+        } else {
+            own
+        })
+    }
 }
