@@ -6,6 +6,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use confsum_summarize::{LoadOptions, Precision, Summarizer};
 
+/// transformers' `early_stopping` values, as flags.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum EarlyStopping {
+    True,
+    False,
+    Never,
+}
+
 /// Summarize text with a T5 or BART checkpoint.
 ///
 /// MODEL is a Hugging Face checkpoint folder: config.json, model.safetensors,
@@ -47,6 +55,12 @@ pub(crate) struct Args {
     /// Exponent of the length normalisation of beam scores.
     #[arg(long, value_name = "F")]
     length_penalty: Option<f64>,
+
+    /// When beam search stops: `true` once every input has N finished
+    /// beams; `false` when no running beam can still beat them; `never`
+    /// only when none can, even at the maximum length.
+    #[arg(long, value_name = "WHEN")]
+    early_stopping: Option<EarlyStopping>,
 
     /// Never repeat an n-gram of this size (0 = off).
     #[arg(long, value_name = "N")]
@@ -102,6 +116,13 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     }
     if let Some(p) = args.length_penalty {
         config.length_penalty = p;
+    }
+    if let Some(when) = args.early_stopping {
+        config.early_stopping = match when {
+            EarlyStopping::True => confsum_summarize::EarlyStopping::True,
+            EarlyStopping::False => confsum_summarize::EarlyStopping::False,
+            EarlyStopping::Never => confsum_summarize::EarlyStopping::Never,
+        };
     }
     if let Some(n) = args.no_repeat_ngram_size {
         config.no_repeat_ngram_size = n as usize;
