@@ -9,6 +9,7 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use crate::bart::BartConfig;
+use crate::config::opt_usize;
 use crate::error::{Error, Result};
 use crate::generate::GenerationConfig;
 use crate::t5::T5Config;
@@ -80,22 +81,6 @@ fn read_json(dir: &Path, file: &'static str) -> Result<Option<Value>> {
     Ok(Some(value))
 }
 
-/// A non-negative integer field, `default` when absent or null.
-fn usize_field(config: &Value, key: &str, default: usize) -> Result<usize> {
-    match config.get(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(v) => v
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| {
-                Error::config(
-                    "config.json",
-                    format!("{key} is {v}, not a non-negative integer"),
-                )
-            }),
-    }
-}
-
 /// The summarization prefix: `task_specific_params.summarization.prefix`,
 /// else a top-level `prefix`, else none.
 fn summarization_prefix(config: &Value) -> Result<String> {
@@ -159,7 +144,7 @@ impl Checkpoint {
             "t5" => (
                 Family::T5,
                 ModelConfig::T5(T5Config::from_json(&config)?),
-                usize_field(&config, "n_positions", T5_DEFAULT_WINDOW)?,
+                opt_usize(&config, "n_positions")?.unwrap_or(T5_DEFAULT_WINDOW),
             ),
             "bart" => {
                 let c = BartConfig::from_json(&config)?;
