@@ -1,6 +1,6 @@
 //! `confsum attest`: check SEV-SNP evidence and attestation tokens offline.
 
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -149,16 +149,6 @@ fn hex_array<const N: usize>(s: &str) -> Result<[u8; N], String> {
         .map_err(|b: Vec<u8>| format!("{} bytes, expected {N}", b.len()))
 }
 
-fn read_input(path: &Path) -> Result<Vec<u8>> {
-    let mut data = Vec::new();
-    if path.as_os_str() == "-" {
-        io::stdin().read_to_end(&mut data)?;
-    } else {
-        data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    }
-    Ok(data)
-}
-
 pub(crate) fn run(command: &Command) -> Result<()> {
     match command {
         Command::Show(a) => show(a),
@@ -222,14 +212,14 @@ fn emulate(a: &EmulateArgs) -> Result<()> {
 }
 
 fn show(a: &ShowArgs) -> Result<()> {
-    let report = AttestationReport::parse(&read_input(&a.report)?)
+    let report = AttestationReport::parse(&crate::read_input(&a.report)?)
         .with_context(|| format!("{} is not an attestation report", a.report.display()))?;
     print!("{}", report.describe());
     Ok(())
 }
 
 fn load_chain(path: &Path) -> Result<CertChain> {
-    let data = read_input(path)?;
+    let data = crate::read_input(path)?;
     let chain = if data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
         CertChain::from_thim_json(&data)
     } else {
@@ -239,7 +229,7 @@ fn load_chain(path: &Path) -> Result<CertChain> {
 }
 
 fn verify(a: &VerifyArgs) -> Result<()> {
-    let report = read_input(&a.report)?;
+    let report = crate::read_input(&a.report)?;
     let chain = load_chain(&a.certs)?;
     let verified = Verifier::new(TrustedRoots::amd())
         .verify(&report, &chain, SystemTime::now())
@@ -283,13 +273,14 @@ fn token_verify(a: &TokenVerifyArgs) -> Result<()> {
     let jwks_json = if a.jwks.starts_with("http://") || a.jwks.starts_with("https://") {
         fetch_jwks(&a.jwks)?
     } else {
-        read_input(Path::new(&a.jwks))?
+        crate::read_input(Path::new(&a.jwks))?
     };
     let jwks = Jwks::from_json(&jwks_json).with_context(|| format!("{} is not a JWKS", a.jwks))?;
     let token = if a.token == "-" {
-        String::from_utf8(read_input(Path::new("-"))?).context("the token is not text")?
+        String::from_utf8(crate::read_input(Path::new("-"))?).context("the token is not text")?
     } else if Path::new(&a.token).is_file() {
-        String::from_utf8(read_input(Path::new(&a.token))?).context("the token is not text")?
+        String::from_utf8(crate::read_input(Path::new(&a.token))?)
+            .context("the token is not text")?
     } else {
         a.token.clone()
     };

@@ -31,6 +31,22 @@ enum Command {
     Summarize(summarize::Args),
 }
 
+/// The bytes of `path`, or of standard input for `-`.
+fn read_input(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context;
+    use std::io::Read;
+
+    if path.as_os_str() == "-" {
+        let mut data = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut data)
+            .context("cannot read standard input")?;
+        Ok(data)
+    } else {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    }
+}
+
 /// Reports a usage error the way clap does (with exit status 2) and exits.
 fn usage_error(message: &str) -> ! {
     Cli::command()

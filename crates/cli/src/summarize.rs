@@ -1,6 +1,5 @@
 //! `confsum summarize`: T5 or BART summaries that match transformers.
 
-use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -94,7 +93,8 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         }
     }
     let dir = resolve_model(&args.model)?;
-    let text = read_input(args.input.as_deref())?;
+    let input = args.input.as_deref().unwrap_or(Path::new("-"));
+    let text = String::from_utf8(crate::read_input(input)?).context("input is not UTF-8 text")?;
 
     let mut options = LoadOptions::default();
     if args.int8 {
@@ -152,23 +152,6 @@ fn restart_with_threads(n: usize) -> Result<()> {
         .envs(confsum_summarize::THREAD_ENV_VARS.map(|v| (v, n.to_string())))
         .exec();
     Err(err).context(format!("cannot restart with {n} threads"))
-}
-
-fn read_input(path: Option<&Path>) -> Result<String> {
-    let mut bytes = Vec::new();
-    match path {
-        None => io::stdin()
-            .read_to_end(&mut bytes)
-            .context("cannot read standard input")?,
-        Some(p) if p.as_os_str() == "-" => io::stdin()
-            .read_to_end(&mut bytes)
-            .context("cannot read standard input")?,
-        Some(p) => {
-            bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-            bytes.len()
-        }
-    };
-    String::from_utf8(bytes).context("input is not UTF-8 text")
 }
 
 /// A folder is used as is; anything else is a hub id.
