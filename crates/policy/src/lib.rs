@@ -1,0 +1,15 @@
+//! Confidential container (CCE) policies for Azure Confidential Container
+//! Instances.
+//!
+//! A container group starts only if its CCE policy allows every layer,
+//! command, environment variable and mount; the policy's SHA-256 becomes
+//! the SEV-SNP `host_data` that key-release policies pin. This crate
+//! generates that policy from an ARM template and container images,
+//! byte-identical to `az confcom acipolicygen`, and checks container
+//! start-ups against it with regorus.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+
+pub use crate::error::Error;
