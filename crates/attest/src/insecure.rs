@@ -1,25 +1,6 @@
-//! **Insecure:** an emulated SEV-SNP TEE for tests and local development.
-//!
-//! [`InsecureEmulatedTee`] makes its own ARK → ASK → VCEK chain (RSA-2048
-//! ARK and ASK signing with RSA-PSS, SHA-384, MGF1-SHA-384, salt 48, as
-//! AMD's do; a P-384 VCEK), keeps the keys in memory, and signs
-//! SNP-shaped reports (version 2 layout, 1184 bytes, debug off, VMPL 0)
-//! with the VCEK. The VCEK carries AMD's TCB and hwID extensions, which
-//! match the reports' REPORTED_TCB (zero) and CHIP_ID (SHA-512 of the
-//! VCEK's public key); a state saved before these extensions existed
-//! makes reports that no longer verify. Such a report verifies only with
-//! a [`crate::Verifier`] whose roots include the emulated ARK through
-//! [`crate::TrustedRoots::add_insecure_root`]; AMD's roots refuse it with
-//! [`crate::Error::UnknownRoot`].
-//!
-//! Nothing it produces proves anything about hardware: anyone can run it.
-//! This module exists only with the crate's `insecure` feature, and a
-//! program that uses it should print [`crate::INSECURE_WARNING`] loudly
-//! (this library never prints).
-//!
-//! The emulated ARK and ASK sign with the `rsa` crate, whose private-key
-//! operations are not constant-time (RUSTSEC-2023-0071); that is harmless
-//! for keys that protect nothing.
+//! **Insecure:** an emulated SEV-SNP TEE for tests and local development
+//! (the `insecure` feature). The documentation is on
+//! [`InsecureEmulatedTee`], where embedders see it.
 
 use std::{
     fmt,
@@ -84,8 +65,47 @@ fn key_error<E>(_: E) -> Error {
     Error::BadKey(KeyError::Encoding)
 }
 
-/// **Insecure:** an emulated SEV-SNP TEE with its own certificate chain.
-/// What it signs proves nothing; see the [module docs](self).
+/// **Insecure:** an emulated SEV-SNP TEE for tests and local development,
+/// with its own certificate chain. What it signs proves nothing.
+///
+/// It makes its own ARK → ASK → VCEK chain (RSA-2048 ARK and ASK signing
+/// with RSA-PSS, SHA-384, MGF1-SHA-384, salt 48, as AMD's do; a P-384
+/// VCEK), keeps the keys in memory, and signs SNP-shaped reports (version
+/// 2 layout, 1184 bytes, debug off, VMPL 0) with the VCEK. The VCEK
+/// carries AMD's TCB and hwID extensions, which match the reports'
+/// REPORTED_TCB (zero) and CHIP_ID (SHA-512 of the VCEK's public key); a
+/// state saved before these extensions existed makes reports that no
+/// longer verify. Such a report verifies only with a [`crate::Verifier`]
+/// whose roots include the emulated ARK through
+/// [`crate::TrustedRoots::add_insecure_root`]; AMD's roots refuse it with
+/// [`crate::Error::UnknownRoot`].
+///
+/// Nothing it produces proves anything about hardware: anyone can run it.
+/// It exists only with the crate's `insecure` feature, and a program that
+/// uses it should print [`crate::INSECURE_WARNING`] loudly (this library
+/// never prints). The emulated ARK and ASK sign with the `rsa` crate,
+/// whose private-key operations are not constant-time (RUSTSEC-2023-0071);
+/// that is harmless for keys that protect nothing.
+///
+/// ```
+/// use std::time::SystemTime;
+/// use confsum_attest::{CertChain, Error, InsecureEmulatedTee, TrustedRoots, Verifier};
+///
+/// let tee = InsecureEmulatedTee::generate()?;
+/// let report = tee.report(&[1; 64], &[2; 32]);
+/// let chain = CertChain::from_pem(tee.cert_chain_pem()?.as_bytes())?;
+///
+/// // AMD's roots refuse it...
+/// let amd = Verifier::new(TrustedRoots::amd());
+/// assert!(matches!(amd.verify(&report, &chain, SystemTime::now()), Err(Error::UnknownRoot)));
+///
+/// // ...and a verifier told to trust the emulated ARK says it is insecure.
+/// let mut roots = TrustedRoots::amd();
+/// roots.add_insecure_root(&tee.insecure_ark_der()?)?;
+/// let verified = Verifier::new(roots).verify(&report, &chain, SystemTime::now())?;
+/// assert!(verified.insecure_root());
+/// # Ok::<(), Error>(())
+/// ```
 pub struct InsecureEmulatedTee {
     ark: Certificate,
     ask: Certificate,
