@@ -34,31 +34,6 @@
 //! whitespace *around* the object is lost (a claim's value starts at `{`):
 //! the attestation service checks report_data against the exact bytes it
 //! was sent before it issues a token, as Azure's does.
-//!
-//! ```
-//! use std::time::{Duration, SystemTime};
-//! use confsum_attest::{Jwks, RuntimeClaims, TokenClaims, TokenIssuer, TokenVerifier,
-//!     runtime_keys_match};
-//!
-//! let issuer = TokenIssuer::generate("https://attest.local")?;
-//! let tee_jwks = br#"{"keys":[{"kty":"RSA","kid":"wrap","n":"AQAB","e":"AQAB"}]}"#;
-//! let runtime = RuntimeClaims::from_json(tee_jwks)?;
-//! let report_data = runtime.report_data();
-//! let claims = TokenClaims::builder()
-//!     .host_data([7; 32])
-//!     .report_data(report_data)
-//!     .runtime(runtime)
-//!     .insecure_emulated(true)
-//!     .build()?;
-//! let now = SystemTime::now();
-//! let token = issuer.issue(&claims, now, Duration::from_secs(3600))?;
-//!
-//! let certs: Jwks = serde_json::from_str(&serde_json::to_string(&issuer.jwks())?)?;
-//! let checked = TokenVerifier::new(certs, "https://attest.local").verify(&token, now)?;
-//! assert_eq!(checked.host_data, [7; 32]);
-//! runtime_keys_match(&checked, &report_data)?;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
 mod jwk;
 mod maa;
@@ -533,13 +508,6 @@ impl TokenIssuer {
         })
     }
 
-    /// The same key under another issuer URL (`iss`), for a service whose
-    /// public URL is known only once it listens.
-    pub fn with_issuer(mut self, issuer_url: &str) -> Self {
-        issuer_url.clone_into(&mut self.issuer);
-        self
-    }
-
     /// The signing key as PKCS#8 PEM, to keep it across restarts.
     ///
     /// # Errors
@@ -789,6 +757,35 @@ fn decode_part(part: &str, which: TokenPart) -> Result<Vec<u8>, TokenError> {
 /// the `x-ms-runtime` JSON text exactly as it stands in the token (see the
 /// module docs), `report_data[32..]` must be zero, and that text must be a
 /// JWKS with at least one key.
+///
+/// The TEE hashes its JWKS into report_data; the service embeds the same
+/// bytes in the token; a relying party that holds the verified report
+/// checks that they agree:
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use confsum_attest::{Jwks, RuntimeClaims, TokenClaims, TokenIssuer, TokenVerifier,
+///     runtime_keys_match};
+///
+/// let issuer = TokenIssuer::generate("https://attest.local")?;
+/// let tee_jwks = br#"{"keys":[{"kty":"RSA","kid":"wrap","n":"AQAB","e":"AQAB"}]}"#;
+/// let runtime = RuntimeClaims::from_json(tee_jwks)?;
+/// let report_data = runtime.report_data();
+/// let claims = TokenClaims::builder()
+///     .host_data([7; 32])
+///     .report_data(report_data)
+///     .runtime(runtime)
+///     .insecure_emulated(true)
+///     .build()?;
+/// let now = SystemTime::now();
+/// let token = issuer.issue(&claims, now, Duration::from_secs(3600))?;
+///
+/// let certs: Jwks = serde_json::from_str(&serde_json::to_string(&issuer.jwks())?)?;
+/// let checked = TokenVerifier::new(certs, "https://attest.local").verify(&token, now)?;
+/// assert_eq!(checked.host_data, [7; 32]);
+/// runtime_keys_match(&checked, &report_data)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 ///
 /// # Errors
 ///
