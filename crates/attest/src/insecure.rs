@@ -1,20 +1,6 @@
-//! **Insecure:** an emulated SEV-SNP TEE for tests and local development.
-//!
-//! [`InsecureEmulatedTee`] makes its own ARK → ASK → VCEK chain (RSA-2048
-//! ARK and ASK signing with RSA-PSS, SHA-384, MGF1-SHA-384, salt 48, as
-//! AMD's do; a P-384 VCEK), keeps the keys in memory, and signs
-//! SNP-shaped reports (version 2 layout, 1184 bytes, debug off, VMPL 0)
-//! with the VCEK. The VCEK carries AMD's TCB and hwID extensions, which
-//! match the reports' REPORTED_TCB (zero) and CHIP_ID (SHA-512 of the
-//! VCEK's public key); a state saved before these extensions existed
-//! makes reports that no longer verify. Such a report verifies only with
-//! a [`crate::Verifier`] whose roots include the emulated ARK through
-//! [`crate::TrustedRoots::add_insecure_root`]; AMD's roots refuse it with
-//! [`crate::Error::UnknownRoot`].
-//!
-//! Nothing it produces proves anything about hardware: anyone can run it.
-//! Every constructor and every report prints [`INSECURE_WARNING`] to
-//! standard error.
+//! **Insecure:** an emulated SEV-SNP TEE for tests and local development
+//! (the `insecure` feature). The documentation is on
+//! [`InsecureEmulatedTee`], where embedders see it.
 
 use std::{
     fmt,
@@ -46,10 +32,9 @@ use x509_cert::{
     time::{Time, Validity},
 };
 
-use crate::{Error, SnpEvidence, report::REPORT_LEN, report::SIGNED_LEN};
-
-/// The warning printed whenever the emulated TEE is made or used.
-pub const INSECURE_WARNING: &str = "WARNING: insecure emulated TEE: this evidence proves nothing";
+use crate::{
+    CertError, CertRole, Error, KeyError, SnpEvidence, report::REPORT_LEN, report::SIGNED_LEN,
+};
 
 /// Subject CN of the emulated ARK.
 pub const INSECURE_ARK_CN: &str = "ARK-Insecure-Emulated";
@@ -67,19 +52,60 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 /// A guest policy with SMT allowed and the must-be-one bit 17, debug off.
 const POLICY: u64 = 0x3_0000;
 
-fn warn() {
-    eprintln!("{INSECURE_WARNING}");
-}
-
-fn cert_error(what: impl fmt::Display) -> Error {
+/// Building or encoding an emulated certificate failed; the detail (a
+/// `der` or builder error) says nothing a user could act on.
+fn cert_error<E>(_: E) -> Error {
     Error::BadCert {
-        cert: "emulated",
-        reason: what.to_string(),
+        role: CertRole::Chain,
+        error: CertError::Build,
     }
 }
 
-/// **Insecure:** an emulated SEV-SNP TEE with its own certificate chain.
-/// What it signs proves nothing; see the [module docs](self).
+fn key_error<E>(_: E) -> Error {
+    Error::BadKey(KeyError::Encoding)
+}
+
+/// **Insecure:** an emulated SEV-SNP TEE for tests and local development,
+/// with its own certificate chain. What it signs proves nothing.
+///
+/// It makes its own ARK → ASK → VCEK chain (RSA-2048 ARK and ASK signing
+/// with RSA-PSS, SHA-384, MGF1-SHA-384, salt 48, as AMD's do; a P-384
+/// VCEK), keeps the keys in memory, and signs SNP-shaped reports (version
+/// 2 layout, 1184 bytes, debug off, VMPL 0) with the VCEK. The VCEK
+/// carries AMD's TCB and hwID extensions, which match the reports'
+/// REPORTED_TCB (zero) and CHIP_ID (SHA-512 of the VCEK's public key); a
+/// state saved before these extensions existed makes reports that no
+/// longer verify. Such a report verifies only with a [`crate::Verifier`]
+/// whose roots include the emulated ARK through
+/// [`crate::TrustedRoots::add_insecure_root`]; AMD's roots refuse it with
+/// [`crate::Error::UnknownRoot`].
+///
+/// Nothing it produces proves anything about hardware: anyone can run it.
+/// It exists only with the crate's `insecure` feature, and a program that
+/// uses it should print [`crate::INSECURE_WARNING`] loudly (this library
+/// never prints). The emulated ARK and ASK sign with the `rsa` crate,
+/// whose private-key operations are not constant-time (RUSTSEC-2023-0071);
+/// that is harmless for keys that protect nothing.
+///
+/// ```
+/// use std::time::SystemTime;
+/// use confsum_attest::{CertChain, Error, InsecureEmulatedTee, TrustedRoots, Verifier};
+///
+/// let tee = InsecureEmulatedTee::generate()?;
+/// let report = tee.report(&[1; 64], &[2; 32]);
+/// let chain = CertChain::from_pem(tee.cert_chain_pem()?.as_bytes())?;
+///
+/// // AMD's roots refuse it...
+/// let amd = Verifier::new(TrustedRoots::amd());
+/// assert!(matches!(amd.verify(&report, &chain, SystemTime::now()), Err(Error::UnknownRoot)));
+///
+/// // ...and a verifier told to trust the emulated ARK says it is insecure.
+/// let mut roots = TrustedRoots::amd();
+/// roots.add_insecure_root(&tee.insecure_ark_der()?)?;
+/// let verified = Verifier::new(roots).verify(&report, &chain, SystemTime::now())?;
+/// assert!(verified.insecure_root());
+/// # Ok::<(), Error>(())
+/// ```
 pub struct InsecureEmulatedTee {
     ark: Certificate,
     ask: Certificate,
@@ -255,17 +281,16 @@ const PEM_VCEK_KEY: &str = "INSECURE EMULATED VCEK PRIVATE KEY";
 
 impl InsecureEmulatedTee {
     /// **Insecure:** a new emulated TEE with fresh keys and certificates
-    /// (valid from a day ago for ten years). Prints [`INSECURE_WARNING`].
+    /// (valid from a day ago for ten years).
     ///
     /// # Errors
     ///
     /// [`Error::BadKey`] if key generation fails, [`Error::BadCert`] if a
     /// certificate cannot be built.
     pub fn generate() -> Result<Self, Error> {
-        warn();
         let keygen = || {
             RsaPrivateKey::new(&mut OsRng, RSA_BITS)
-                .map_err(|e| Error::BadKey(format!("cannot generate an RSA key: {e}")))
+                .map_err(|_| Error::BadKey(KeyError::Generation))
         };
         let ark_key = keygen()?;
         let ask_key = keygen()?;
@@ -283,15 +308,14 @@ impl InsecureEmulatedTee {
     }
 
     /// **Insecure:** the emulated TEE saved by
-    /// [`to_insecure_state_pem`](Self::to_insecure_state_pem). Prints
-    /// [`INSECURE_WARNING`].
+    /// [`to_insecure_state_pem`](Self::to_insecure_state_pem).
     ///
     /// # Errors
     ///
-    /// [`Error::BadKey`] or [`Error::BadCert`] if the state is incomplete
-    /// or does not parse.
+    /// [`Error::BadKey`] ([`KeyError::NotPkcs8`]) or [`Error::BadCert`] if
+    /// the state is incomplete or does not parse.
     pub fn from_insecure_state_pem(pem: &str) -> Result<Self, Error> {
-        warn();
+        let bad_state = || Error::BadKey(KeyError::NotPkcs8);
         let mut certs = Vec::new();
         let (mut ark_key, mut ask_key, mut vcek_key) = (None, None, None);
         let mut rest = pem;
@@ -303,38 +327,38 @@ impl InsecureEmulatedTee {
                     let tail = block.get(e..).unwrap_or_default();
                     e + tail.find('\n').unwrap_or(tail.len())
                 })
-                .ok_or_else(|| Error::BadKey("unterminated PEM block".to_owned()))?;
+                .ok_or_else(bad_state)?;
             let (block, after) = block.split_at(end_marker);
             rest = after;
-            let (label, der) = der::pem::decode_vec(block.as_bytes())
-                .map_err(|e| Error::BadKey(format!("bad PEM: {e}")))?;
-            let rsa = |der: &[u8]| {
-                RsaPrivateKey::from_pkcs8_der(der)
-                    .map_err(|e| Error::BadKey(format!("bad emulated RSA key: {e}")))
-            };
+            let (label, der) = der::pem::decode_vec(block.as_bytes()).map_err(|_| bad_state())?;
+            let der = zeroize::Zeroizing::new(der);
+            let rsa = |der: &[u8]| RsaPrivateKey::from_pkcs8_der(der).map_err(|_| bad_state());
             match label {
-                "CERTIFICATE" => certs.push(Certificate::from_der(&der).map_err(cert_error)?),
+                "CERTIFICATE" => {
+                    certs.push(Certificate::from_der(&der).map_err(|e| Error::BadCert {
+                        role: CertRole::Chain,
+                        error: CertError::Der(e),
+                    })?)
+                }
                 PEM_ARK_KEY => ark_key = Some(rsa(&der)?),
                 PEM_ASK_KEY => ask_key = Some(rsa(&der)?),
                 PEM_VCEK_KEY => {
-                    let key = p384::SecretKey::from_pkcs8_der(&der)
-                        .map_err(|e| Error::BadKey(format!("bad emulated VCEK key: {e}")))?;
+                    let key = p384::SecretKey::from_pkcs8_der(&der).map_err(|_| bad_state())?;
                     vcek_key = Some(p384::ecdsa::SigningKey::from(key));
                 }
-                other => return Err(Error::BadKey(format!("unexpected PEM block {other}"))),
+                _ => return Err(bad_state()),
             }
         }
-        let missing = |what: &str| Error::BadKey(format!("emulated TEE state lacks the {what}"));
         let [ark, ask, vcek]: [Certificate; 3] = certs
             .try_into()
-            .map_err(|_| missing("three certificates (ARK, ASK, VCEK)"))?;
+            .map_err(|_| Error::MissingCert(CertRole::Chain))?;
         Ok(InsecureEmulatedTee {
             ark,
             ask,
             vcek,
-            ark_key: ark_key.ok_or_else(|| missing("ARK key"))?,
-            ask_key: ask_key.ok_or_else(|| missing("ASK key"))?,
-            vcek_key: vcek_key.ok_or_else(|| missing("VCEK key"))?,
+            ark_key: ark_key.ok_or_else(bad_state)?,
+            ask_key: ask_key.ok_or_else(bad_state)?,
+            vcek_key: vcek_key.ok_or_else(bad_state)?,
             measurement: [0; 48],
         })
     }
@@ -350,20 +374,21 @@ impl InsecureEmulatedTee {
         for cert in [&self.ark, &self.ask, &self.vcek] {
             out.push_str(&cert.to_pem(LineEnding::LF).map_err(cert_error)?);
         }
-        let key_err = |e: rsa::pkcs8::Error| Error::BadKey(format!("cannot encode a key: {e}"));
         let blocks = [
-            (PEM_ARK_KEY, self.ark_key.to_pkcs8_der().map_err(key_err)?),
-            (PEM_ASK_KEY, self.ask_key.to_pkcs8_der().map_err(key_err)?),
+            (PEM_ARK_KEY, self.ark_key.to_pkcs8_der().map_err(key_error)?),
+            (PEM_ASK_KEY, self.ask_key.to_pkcs8_der().map_err(key_error)?),
             (
                 PEM_VCEK_KEY,
                 p384::SecretKey::from(&self.vcek_key)
                     .to_pkcs8_der()
-                    .map_err(key_err)?,
+                    .map_err(key_error)?,
             ),
         ];
         for (label, doc) in blocks {
-            let pem = der::pem::encode_string(label, LineEnding::LF, doc.as_bytes())
-                .map_err(|e| Error::BadKey(format!("cannot encode a key: {e}")))?;
+            let pem = zeroize::Zeroizing::new(
+                der::pem::encode_string(label, LineEnding::LF, doc.as_bytes())
+                    .map_err(key_error)?,
+            );
             out.push_str(&pem);
         }
         Ok(out)
@@ -400,9 +425,8 @@ impl InsecureEmulatedTee {
 
     /// **Insecure:** a 1184-byte SNP-shaped report (version 2, VMPL 0,
     /// debug off) holding `report_data` and `host_data`, signed with the
-    /// emulated VCEK. Prints [`INSECURE_WARNING`].
+    /// emulated VCEK.
     pub fn report(&self, report_data: &[u8; 64], host_data: &[u8; 32]) -> Vec<u8> {
-        warn();
         let mut r = vec![0u8; REPORT_LEN];
         r[0x00..0x04].copy_from_slice(&2u32.to_le_bytes()); // version
         r[0x08..0x10].copy_from_slice(&POLICY.to_le_bytes());

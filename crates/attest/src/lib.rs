@@ -7,10 +7,17 @@
 //! the caller gives; [`validate`] compares its fields with what the relying
 //! party expects ([`ValidationOptions`]).
 //!
-//! [`service`] is a local attestation service speaking MAA's SEV-SNP
-//! protocol; [`insecure`] is an emulated TEE for tests whose evidence
-//! proves nothing and verifies only against a root added with
-//! [`TrustedRoots::add_insecure_root`].
+//! [`TokenIssuer`] and [`TokenVerifier`] issue and check attestation
+//! tokens shaped like Microsoft Azure Attestation's; [`Service`] is the
+//! HTTP-free logic of a local attestation service that speaks MAA's
+//! SEV-SNP protocol (`confsum-server` puts it on HTTP). Errors are one
+//! [`Error`] enum whose payloads are typed ([`CertRole`], [`TokenError`],
+//! [`KeyError`], ...), so callers match causes, never strings.
+//!
+//! With the `insecure` feature, `InsecureEmulatedTee` is an emulated
+//! TEE for tests whose evidence proves nothing and verifies only against
+//! a root added with [`TrustedRoots::add_insecure_root`]. This library
+//! never prints; programs warn with [`INSECURE_WARNING`].
 //!
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};
@@ -36,22 +43,31 @@
 
 mod certs;
 mod error;
-pub mod insecure;
+#[cfg(feature = "insecure")]
+mod insecure;
 mod report;
 mod roots;
-pub mod service;
+mod service;
 mod token;
 mod validate;
 mod verify;
 
+#[cfg(feature = "insecure")]
+pub use crate::insecure::{
+    INSECURE_ARK_CN, INSECURE_ASK_CN, INSECURE_VCEK_CN, InsecureEmulatedTee,
+};
 pub use crate::{
     certs::{CertChain, CertificateFetcher},
-    error::Error,
+    error::{
+        CertError, CertRole, ClaimConflict, Error, ExtensionError, JwkMember, KeyError,
+        RequestError, RequestField, RuntimeDataError, TimeError, TokenError, TokenPart,
+    },
     report::{
         AttestationReport, Cpuid, FirmwareVersion, GuestPolicy, REPORT_LEN, SIGNED_LEN, SigningKey,
         TcbLayout, TcbVersion,
     },
-    roots::{Product, TrustedRoots},
+    roots::{INSECURE_WARNING, Product, TrustedRoots},
+    service::{ATTEST_API_VERSION, Attested, Service, TOKEN_LIFETIME},
     token::{
         ATTESTATION_TYPE_SEVSNPVM, AttestRequest, AttestResponse, COMPLIANCE_AZURE_UVM,
         DEFAULT_LEEWAY, Jwk, Jwks, MAX_TOKEN_LEN, RuntimeClaims, RuntimeData, SnpEvidence,

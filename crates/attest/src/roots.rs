@@ -14,7 +14,11 @@
 
 use std::fmt;
 
-use crate::{Error, certs::Cert};
+use crate::{CertRole, Error, certs::Cert};
+
+/// The warning a program should print, loudly and once, whenever it makes
+/// or accepts emulated (insecure) evidence. Libraries never print it.
+pub const INSECURE_WARNING: &str = "WARNING: insecure emulated TEE: this evidence proves nothing";
 
 /// An AMD EPYC product line with its own ARK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -97,9 +101,14 @@ impl TrustedRoots {
     /// that is not AMD's, such as the emulated TEE's. A report that chains
     /// to it proves nothing about real hardware; the
     /// [`crate::VerifiedReport`] says so with `insecure_root() == true`,
-    /// and callers should warn loudly whenever it is used.
+    /// and callers should warn loudly ([`INSECURE_WARNING`]) whenever it
+    /// is used.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadCert`] if `ark_der` is not a certificate.
     pub fn add_insecure_root(&mut self, ark_der: &[u8]) -> Result<&mut Self, Error> {
-        let ark = Cert::from_der(ark_der, "ARK")?;
+        let ark = Cert::from_der(ark_der, CertRole::Ark)?;
         self.roots.push(Root {
             product: None,
             ark,
@@ -107,6 +116,12 @@ impl TrustedRoots {
             insecure: true,
         });
         Ok(self)
+    }
+
+    /// Whether an insecure root (added with
+    /// [`add_insecure_root`](Self::add_insecure_root)) is trusted.
+    pub fn has_insecure(&self) -> bool {
+        self.roots.iter().any(|r| r.insecure)
     }
 
     /// How many roots are trusted.
@@ -137,7 +152,9 @@ mod tests {
         for root in &roots.roots {
             let product = root.product.unwrap().name();
             assert_eq!(root.ark.common_name().unwrap(), format!("ARK-{product}"));
-            root.ark.verify_signed_by(&root.ark, "ARK", "ARK").unwrap();
+            root.ark
+                .verify_signed_by(&root.ark, CertRole::Ark, CertRole::Ark)
+                .unwrap();
             let mut names: Vec<String> = root
                 .intermediates
                 .iter()
@@ -150,7 +167,8 @@ mod tests {
             );
             for ask in &root.intermediates {
                 assert!(ask.is_issued_by(&root.ark));
-                ask.verify_signed_by(&root.ark, "ASK", "ARK").unwrap();
+                ask.verify_signed_by(&root.ark, CertRole::Ask, CertRole::Ark)
+                    .unwrap();
             }
         }
     }

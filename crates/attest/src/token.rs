@@ -30,32 +30,10 @@
 //! as the value of `x-ms-runtime`, and the verifier keeps the value's bytes
 //! as they stand in the token payload), and [`runtime_keys_match`] hashes
 //! that text. A token whose `x-ms-runtime` was re-serialized by its issuer
-//! (whitespace or member order changed) does not match, by design.
-//!
-//! ```
-//! use std::time::{Duration, SystemTime};
-//! use confsum_attest::{Jwks, RuntimeClaims, TokenClaims, TokenIssuer, TokenVerifier,
-//!     runtime_keys_match};
-//!
-//! let issuer = TokenIssuer::generate("https://attest.local")?;
-//! let tee_jwks = br#"{"keys":[{"kty":"RSA","kid":"wrap","n":"AQAB","e":"AQAB"}]}"#;
-//! let runtime = RuntimeClaims::from_json(tee_jwks)?;
-//! let report_data = runtime.report_data();
-//! let claims = TokenClaims::builder()
-//!     .host_data([7; 32])
-//!     .report_data(report_data)
-//!     .runtime(runtime)
-//!     .insecure_emulated(true)
-//!     .build()?;
-//! let now = SystemTime::now();
-//! let token = issuer.issue(&claims, now, Duration::from_secs(3600))?;
-//!
-//! let certs: Jwks = serde_json::from_str(&serde_json::to_string(&issuer.jwks())?)?;
-//! let checked = TokenVerifier::new(certs, "https://attest.local").verify(&token, now)?;
-//! assert_eq!(checked.host_data, [7; 32]);
-//! runtime_keys_match(&checked, &report_data)?;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! (whitespace or member order changed) does not match, by design. Only
+//! whitespace *around* the object is lost (a claim's value starts at `{`):
+//! the attestation service checks report_data against the exact bytes it
+//! was sent before it issues a token, as Azure's does.
 
 mod jwk;
 mod maa;
@@ -65,20 +43,23 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::rand::{SecureRandom as _, SystemRandom};
+use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair, RsaPublicKeyComponents};
 use rsa::RsaPrivateKey;
-use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
-use rsa::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, LineEnding};
-use rsa::rand_core::{OsRng, RngCore as _};
-use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _, Verifier as _};
+use rsa::pkcs1v15::{Signature, VerifyingKey};
+use rsa::pkcs8::EncodePrivateKey as _;
+use rsa::rand_core::OsRng;
+use rsa::signature::Verifier as _;
 use rsa::traits::PublicKeyParts as _;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use sha2::{Digest as _, Sha256};
+use zeroize::Zeroizing;
 
 pub use self::jwk::{Jwk, Jwks};
 pub use self::maa::{AttestRequest, AttestResponse, RuntimeData, SnpEvidence};
-use crate::Error;
+use crate::{ClaimConflict, Error, KeyError, RuntimeDataError, TimeError, TokenError, TokenPart};
 
 /// The one signature algorithm of attestation tokens.
 const ALG: &str = "RS256";
@@ -130,37 +111,43 @@ pub struct RuntimeClaims {
 }
 
 impl RuntimeClaims {
-    /// Runtime claims from the exact JSON bytes the TEE hashed into
-    /// report_data (the decoded `runtimeData.data` of the request).
+    /// Runtime claims from the JSON bytes the TEE hashed into report_data
+    /// (the decoded `runtimeData.data` of the request): one JSON object,
+    /// with any whitespace inside or around it.
+    ///
+    /// Whitespace around the object cannot stand in a token (the claim's
+    /// value starts at `{` and ends at `}`), so [`json`](Self::json) drops
+    /// it and keeps the rest byte for byte. Such runtime data is accepted
+    /// because report_data commits to the exact bytes, which the service
+    /// checks before it issues a token (Azure does the same); but
+    /// [`report_data`](Self::report_data) and [`runtime_keys_match`] hash
+    /// the text as the token holds it, so for runtime data that had
+    /// surrounding whitespace they cannot match. The sidecar's runtime
+    /// data (a compact JWKS) has none.
     ///
     /// # Errors
     ///
-    /// [`Error::BadRuntimeData`] if the bytes are not one JSON object, or
-    /// start or end with whitespace (which a JSON value in a token cannot
-    /// keep, so the hash could never match).
+    /// [`Error::BadRuntimeData`] if the bytes are not UTF-8 or not one
+    /// JSON object.
     pub fn from_json(json: &[u8]) -> Result<Self, Error> {
-        let text = std::str::from_utf8(json)
-            .map_err(|_| Error::BadRuntimeData("runtime data is not UTF-8".to_owned()))?;
-        if text.trim() != text {
-            return Err(Error::BadRuntimeData(
-                "runtime data starts or ends with whitespace".to_owned(),
-            ));
-        }
-        let raw = RawValue::from_string(text.to_owned())
-            .map_err(|err| Error::BadRuntimeData(format!("runtime data is not JSON: {err}")))?;
-        Self::from_raw(raw).map_err(Error::BadRuntimeData)
+        let text = std::str::from_utf8(json).map_err(|_| RuntimeDataError::NotUtf8)?;
+        // JSON's whitespace: space, tab, line feed, carriage return.
+        let text = text.trim_matches([' ', '\t', '\n', '\r']);
+        let raw = RawValue::from_string(text.to_owned()).map_err(RuntimeDataError::NotJson)?;
+        Ok(Self::from_raw(raw)?)
     }
 
     /// Checks that a raw value is a JSON object.
-    fn from_raw(raw: Box<RawValue>) -> Result<Self, String> {
+    fn from_raw(raw: Box<RawValue>) -> Result<Self, RuntimeDataError> {
         if raw.get().starts_with('{') {
             Ok(RuntimeClaims { raw })
         } else {
-            Err("runtime data is not a JSON object".to_owned())
+            Err(RuntimeDataError::NotObject)
         }
     }
 
-    /// The JSON text, byte for byte as the TEE sent it.
+    /// The JSON text, byte for byte as the TEE sent it, without surrounding
+    /// whitespace.
     pub fn json(&self) -> &str {
         self.raw.get()
     }
@@ -171,8 +158,7 @@ impl RuntimeClaims {
     ///
     /// [`Error::BadRuntimeData`] if there is no `keys` array of JWKs.
     pub fn keys(&self) -> Result<Jwks, Error> {
-        serde_json::from_str(self.json())
-            .map_err(|err| Error::BadRuntimeData(format!("runtime data is not a JWKS: {err}")))
+        serde_json::from_str(self.json()).map_err(|err| RuntimeDataError::NotJwks(err).into())
     }
 
     /// The report_data that commits to this runtime data: SHA-256 of
@@ -283,12 +269,11 @@ impl TokenClaims {
     ///
     /// # Errors
     ///
-    /// [`Error::MalformedToken`] if the payload is not the claims JSON, and
-    /// [`Error::ClaimConflict`] if it claims both emulated evidence and a
-    /// compliance status.
+    /// [`Error::Token`] ([`TokenError::Claims`]) if the payload is not the
+    /// claims JSON, and [`Error::ClaimConflict`] if it claims both emulated
+    /// evidence and a compliance status.
     pub fn from_json(payload: &[u8]) -> Result<Self, Error> {
-        let claims: TokenClaims = serde_json::from_slice(payload)
-            .map_err(|err| Error::MalformedToken(format!("bad claims: {err}")))?;
+        let claims: TokenClaims = serde_json::from_slice(payload).map_err(TokenError::Claims)?;
         claims.check_consistent()?;
         Ok(claims)
     }
@@ -296,9 +281,7 @@ impl TokenClaims {
     /// Refuses emulated evidence that claims to be compliant.
     fn check_consistent(&self) -> Result<(), Error> {
         if self.insecure_emulated && self.compliance_status.is_some() {
-            return Err(Error::ClaimConflict(
-                "emulated evidence cannot carry x-ms-compliance-status",
-            ));
+            return Err(ClaimConflict::EmulatedCompliant.into());
         }
         Ok(())
     }
@@ -411,7 +394,7 @@ impl TokenClaimsBuilder {
 fn unix_seconds(time: SystemTime) -> Result<u64, Error> {
     time.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .map_err(|_| Error::BadTime("time before 1970"))
+        .map_err(|_| TimeError::BeforeEpoch.into())
 }
 
 /// The JOSE header of a token.
@@ -431,11 +414,35 @@ struct Header {
 }
 
 /// Signs attestation tokens: the key of a local attestation service.
+///
+/// Signing uses *ring* (RSASSA-PKCS1-v1_5 with SHA-256), whose RSA
+/// private-key operations are constant-time; the `rsa` crate's are not
+/// (RUSTSEC-2023-0071, the Marvin attack, unpatched in every `rsa`
+/// release) and a service signs on request, where timing can be observed.
+/// *ring* cannot make RSA keys, so [`generate`](Self::generate) draws the
+/// key with `rsa` (one key generation, not a repeated operation an
+/// attacker can time) and hands it to *ring* as PKCS#8.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use confsum_attest::{TokenClaims, TokenIssuer, TokenVerifier};
+///
+/// let issuer = TokenIssuer::generate("https://attest.local")?;
+/// let claims = TokenClaims::builder().host_data([7; 32]).build()?;
+/// let now = SystemTime::now();
+/// let token = issuer.issue(&claims, now, Duration::from_secs(3600))?;
+///
+/// // The `/certs` document is `issuer.jwks()`.
+/// let checked = TokenVerifier::new(issuer.jwks(), "https://attest.local").verify(&token, now)?;
+/// assert_eq!(checked.host_data, [7; 32]);
+/// # Ok::<(), confsum_attest::Error>(())
+/// ```
 pub struct TokenIssuer {
     issuer: String,
-    key: SigningKey<Sha256>,
-    private: RsaPrivateKey,
+    key: RsaKeyPair,
+    pkcs8: Zeroizing<Vec<u8>>,
     jwk: Jwk,
+    random: SystemRandom,
 }
 
 impl fmt::Debug for TokenIssuer {
@@ -454,9 +461,10 @@ impl TokenIssuer {
     ///
     /// [`Error::BadKey`] if key generation fails (no randomness).
     pub fn generate(issuer_url: &str) -> Result<Self, Error> {
-        let key = RsaPrivateKey::new(&mut OsRng, ISSUER_KEY_BITS)
-            .map_err(|err| Error::BadKey(format!("cannot generate an RSA key: {err}")))?;
-        Self::with_key(issuer_url, key)
+        let key =
+            RsaPrivateKey::new(&mut OsRng, ISSUER_KEY_BITS).map_err(|_| KeyError::Generation)?;
+        let der = key.to_pkcs8_der().map_err(|_| KeyError::Encoding)?;
+        Self::from_pkcs8_der(issuer_url, der.as_bytes())
     }
 
     /// An issuer named `issuer_url` with an RSA key from PKCS#8 PEM
@@ -466,29 +474,37 @@ impl TokenIssuer {
     ///
     /// [`Error::BadKey`] if the PEM is not such a key.
     pub fn from_pkcs8_pem(issuer_url: &str, pem: &str) -> Result<Self, Error> {
-        let key = RsaPrivateKey::from_pkcs8_pem(pem)
-            .map_err(|err| Error::BadKey(format!("not a PKCS#8 RSA private key: {err}")))?;
-        Self::with_key(issuer_url, key)
+        let (label, der) =
+            der::pem::decode_vec(pem.trim().as_bytes()).map_err(|_| KeyError::NotPkcs8)?;
+        let der = Zeroizing::new(der);
+        if label != "PRIVATE KEY" {
+            return Err(KeyError::NotPkcs8.into());
+        }
+        Self::from_pkcs8_der(issuer_url, &der)
     }
 
-    /// Checks the key and derives the public JWK.
-    fn with_key(issuer_url: &str, key: RsaPrivateKey) -> Result<Self, Error> {
-        key.validate()
-            .map_err(|err| Error::BadKey(format!("invalid RSA private key: {err}")))?;
-        let bits = key.size() * 8;
+    /// An issuer named `issuer_url` with an RSA key from PKCS#8 DER,
+    /// 2048 to 4096 bits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadKey`] if the bytes are not such a key.
+    pub fn from_pkcs8_der(issuer_url: &str, der: &[u8]) -> Result<Self, Error> {
+        let key = RsaKeyPair::from_pkcs8(der).map_err(|_| KeyError::Rejected)?;
+        let bits = key.public().modulus_len() * 8;
         if !(2048..=4096).contains(&bits) {
-            return Err(Error::BadKey(format!(
-                "RSA key of {bits} bits: 2048 to 4096 are accepted"
-            )));
+            return Err(KeyError::Size { bits }.into());
         }
-        let mut jwk = Jwk::from_rsa(&key.to_public_key());
+        let public = RsaPublicKeyComponents::<Vec<u8>>::from(key.public());
+        let mut jwk = Jwk::from_rsa_components(&public.n, &public.e);
         jwk.key_use = Some("sig".to_owned());
         jwk.alg = Some(ALG.to_owned());
         Ok(TokenIssuer {
             issuer: issuer_url.to_owned(),
-            key: SigningKey::<Sha256>::new(key.clone()),
-            private: key,
+            key,
+            pkcs8: Zeroizing::new(der.to_vec()),
             jwk,
+            random: SystemRandom::new(),
         })
     }
 
@@ -497,10 +513,10 @@ impl TokenIssuer {
     /// # Errors
     ///
     /// [`Error::BadKey`] if encoding fails.
-    pub fn to_pkcs8_pem(&self) -> Result<zeroize::Zeroizing<String>, Error> {
-        self.private
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|err| Error::BadKey(format!("cannot encode the key: {err}")))
+    pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, Error> {
+        der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, &self.pkcs8)
+            .map(Zeroizing::new)
+            .map_err(|_| KeyError::Encoding.into())
     }
 
     /// The issuer URL (`iss` of every token).
@@ -536,7 +552,8 @@ impl TokenIssuer {
     ///
     /// [`Error::ClaimConflict`] for emulated evidence with a compliance
     /// status, [`Error::BadTime`] for a time before 1970 or a lifetime that
-    /// overflows.
+    /// overflows, [`Error::BadKey`] ([`KeyError::Signing`]) if the system's
+    /// randomness fails.
     pub fn issue(
         &self,
         claims: &TokenClaims,
@@ -548,9 +565,9 @@ impl TokenIssuer {
         let exp = iat
             .checked_add(lifetime.as_secs())
             .filter(|&exp| exp <= i64::MAX as u64)
-            .ok_or(Error::BadTime("lifetime too long"))?;
+            .ok_or(TimeError::LifetimeTooLong)?;
         let mut jti = [0u8; 32];
-        OsRng.fill_bytes(&mut jti);
+        self.random.fill(&mut jti).map_err(|_| KeyError::Signing)?;
         let mut claims = claims.clone();
         claims.iss = self.issuer.clone();
         claims.iat = iat;
@@ -565,21 +582,50 @@ impl TokenIssuer {
             typ: Some("JWT".to_owned()),
             crit: None,
         };
-        let header = serde_json::to_vec(&header)
-            .map_err(|err| Error::MalformedToken(format!("cannot encode the header: {err}")))?;
-        let payload = serde_json::to_vec(&claims)
-            .map_err(|err| Error::MalformedToken(format!("cannot encode the claims: {err}")))?;
+        let header = serde_json::to_vec(&header).map_err(TokenError::Header)?;
+        let payload = serde_json::to_vec(&claims).map_err(TokenError::Claims)?;
         let mut token = URL_SAFE_NO_PAD.encode(header);
         token.push('.');
         token.push_str(&URL_SAFE_NO_PAD.encode(payload));
-        let signature = self.key.sign_with_rng(&mut OsRng, token.as_bytes());
+        let mut signature = vec![0u8; self.key.public().modulus_len()];
+        self.key
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &self.random,
+                token.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|_| KeyError::Signing)?;
         token.push('.');
-        token.push_str(&URL_SAFE_NO_PAD.encode(signature.to_bytes()));
+        token.push_str(&URL_SAFE_NO_PAD.encode(signature));
         Ok(token)
     }
 }
 
 /// Checks attestation tokens against an attestation service's JWKS.
+///
+/// Verification is a public-key operation and uses the `rsa` crate
+/// (RUSTSEC-2023-0071 concerns private-key operations only). It never
+/// reads the clock: the caller passes `now`.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use confsum_attest::{Error, TokenClaims, TokenError, TokenIssuer, TokenVerifier};
+///
+/// let issuer = TokenIssuer::generate("https://attest.local")?;
+/// let now = SystemTime::now();
+/// let token = issuer.issue(&TokenClaims::builder().build()?, now, Duration::from_secs(60))?;
+///
+/// let verifier = TokenVerifier::new(issuer.jwks(), "https://attest.local");
+/// verifier.verify(&token, now)?;
+/// // An hour later it has expired, and the error says so in a type.
+/// let later = now + Duration::from_secs(3600);
+/// assert!(matches!(
+///     verifier.verify(&token, later),
+///     Err(Error::Token(TokenError::Expired { .. }))
+/// ));
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct TokenVerifier {
     jwks: Jwks,
@@ -608,97 +654,102 @@ impl TokenVerifier {
     ///
     /// In order: length (at most [`MAX_TOKEN_LEN`]), three base64url parts,
     /// header JSON, `alg` exactly `RS256` and no `crit`, the key named by
-    /// `kid` (a usable RSA key of 2048 to 4096 bits), the signature, the
-    /// claims, `iss`, then `nbf` and `exp` with the leeway.
+    /// `kid` (a usable RSA key of 2048 to 4096 bits, from `n`/`e` or
+    /// `x5c[0]`), the signature, the claims, `iss`, then `nbf` and `exp`
+    /// with the leeway.
     ///
     /// # Errors
     ///
-    /// [`Error::TokenTooLarge`], [`Error::MalformedToken`],
-    /// [`Error::UnsupportedAlgorithm`], [`Error::UnknownKey`],
-    /// [`Error::BadKey`], [`Error::BadSignature`], [`Error::WrongIssuer`],
-    /// [`Error::TokenNotYetValid`], [`Error::TokenExpired`],
-    /// [`Error::ClaimConflict`] or [`Error::BadTime`], each for the check
-    /// that failed first.
+    /// [`Error::Token`] with the [`TokenError`] of the check that failed
+    /// first; [`Error::ClaimConflict`] for contradictory claims and
+    /// [`Error::BadTime`] for a `now` before 1970.
     pub fn verify(&self, token: &str, now: SystemTime) -> Result<TokenClaims, Error> {
         if token.len() > MAX_TOKEN_LEN {
-            return Err(Error::TokenTooLarge {
+            return Err(TokenError::TooLarge {
                 len: token.len(),
                 max: MAX_TOKEN_LEN,
-            });
+            }
+            .into());
         }
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(Error::MalformedToken(
-                "not three dot-separated parts".to_owned(),
-            ));
+            return Err(TokenError::NotCompact.into());
         };
-        let header = decode_part(header_b64, "header")?;
-        let header: Header = serde_json::from_slice(&header)
-            .map_err(|err| Error::MalformedToken(format!("bad header: {err}")))?;
+        let header = decode_part(header_b64, TokenPart::Header)?;
+        let header: Header = serde_json::from_slice(&header).map_err(TokenError::Header)?;
         if header.alg != ALG {
-            return Err(Error::UnsupportedAlgorithm(header.alg));
+            return Err(TokenError::AlgorithmRefused(header.alg).into());
         }
         if header.crit.is_some() {
-            return Err(Error::MalformedToken(
-                "header has critical extensions (crit)".to_owned(),
-            ));
+            return Err(TokenError::CriticalHeader.into());
         }
         let kid = header.kid.unwrap_or_default();
         let jwk = self
             .jwks
             .find(&kid)
-            .ok_or_else(|| Error::UnknownKey(kid.clone()))?;
-        if jwk.alg.as_deref().is_some_and(|alg| alg != ALG) {
-            return Err(Error::BadKey(format!("key {kid:?} is not for RS256")));
+            .ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
+        let refused = |error| TokenError::KeyRefused {
+            kid: kid.clone(),
+            error,
+        };
+        if let Some(alg) = jwk.alg.as_deref().filter(|&alg| alg != ALG) {
+            return Err(refused(KeyError::NotForRs256(alg.to_owned())).into());
         }
-        if jwk.key_use.as_deref().is_some_and(|u| u != "sig") {
-            return Err(Error::BadKey(format!("key {kid:?} is not for signatures")));
+        if let Some(key_use) = jwk.key_use.as_deref().filter(|&u| u != "sig") {
+            return Err(refused(KeyError::NotForSignatures(key_use.to_owned())).into());
         }
-        let public = jwk.rsa_public_key()?;
+        let public = jwk.rsa_key().map_err(refused)?;
 
-        let signature = decode_part(signature_b64, "signature")?;
+        let signature = decode_part(signature_b64, TokenPart::Signature)?;
         if signature.len() != public.size() {
-            return Err(Error::BadSignature);
+            return Err(TokenError::BadSignature.into());
         }
         let signature =
-            Signature::try_from(signature.as_slice()).map_err(|_| Error::BadSignature)?;
+            Signature::try_from(signature.as_slice()).map_err(|_| TokenError::BadSignature)?;
         let signed_len = header_b64.len() + 1 + payload_b64.len();
+        let signed = token
+            .as_bytes()
+            .get(..signed_len)
+            .ok_or(TokenError::NotCompact)?;
         VerifyingKey::<Sha256>::new(public)
-            .verify(&token.as_bytes()[..signed_len], &signature)
-            .map_err(|_| Error::BadSignature)?;
+            .verify(signed, &signature)
+            .map_err(|_| TokenError::BadSignature)?;
 
-        let claims = TokenClaims::from_json(&decode_part(payload_b64, "payload")?)?;
+        let claims = TokenClaims::from_json(&decode_part(payload_b64, TokenPart::Payload)?)?;
         if claims.iss != self.issuer {
-            return Err(Error::WrongIssuer {
+            return Err(TokenError::WrongIssuer {
                 expected: self.issuer.clone(),
                 found: claims.iss,
-            });
+            }
+            .into());
         }
         let now = unix_seconds(now)?;
         let leeway = self.leeway.as_secs();
         if now.saturating_add(leeway) < claims.nbf {
-            return Err(Error::TokenNotYetValid {
+            return Err(TokenError::NotYetValid {
                 nbf: claims.nbf,
                 now,
-            });
+            }
+            .into());
         }
         if now > claims.exp.saturating_add(leeway) {
-            return Err(Error::TokenExpired {
+            return Err(TokenError::Expired {
                 exp: claims.exp,
                 now,
-            });
+            }
+            .into());
         }
         Ok(claims)
     }
 }
 
 /// Decodes one part of a token: base64url without padding, canonical.
-fn decode_part(part: &str, what: &str) -> Result<Vec<u8>, Error> {
+fn decode_part(part: &str, which: TokenPart) -> Result<Vec<u8>, TokenError> {
     URL_SAFE_NO_PAD
         .decode(part)
-        .map_err(|_| Error::MalformedToken(format!("{what} is not base64url without padding")))
+        .map_err(|_| TokenError::Base64(which))
 }
 
 /// Checks that the token's runtime keys are the ones `report_data` (from the
@@ -707,19 +758,43 @@ fn decode_part(part: &str, what: &str) -> Result<Vec<u8>, Error> {
 /// module docs), `report_data[32..]` must be zero, and that text must be a
 /// JWKS with at least one key.
 ///
+/// The TEE hashes its JWKS into report_data; the service embeds the same
+/// bytes in the token; a relying party that holds the verified report
+/// checks that they agree:
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use confsum_attest::{Jwks, RuntimeClaims, TokenClaims, TokenIssuer, TokenVerifier,
+///     runtime_keys_match};
+///
+/// let issuer = TokenIssuer::generate("https://attest.local")?;
+/// let tee_jwks = br#"{"keys":[{"kty":"RSA","kid":"wrap","n":"AQAB","e":"AQAB"}]}"#;
+/// let runtime = RuntimeClaims::from_json(tee_jwks)?;
+/// let report_data = runtime.report_data();
+/// let claims = TokenClaims::builder()
+///     .host_data([7; 32])
+///     .report_data(report_data)
+///     .runtime(runtime)
+///     .insecure_emulated(true)
+///     .build()?;
+/// let now = SystemTime::now();
+/// let token = issuer.issue(&claims, now, Duration::from_secs(3600))?;
+///
+/// let certs: Jwks = serde_json::from_str(&serde_json::to_string(&issuer.jwks())?)?;
+/// let checked = TokenVerifier::new(certs, "https://attest.local").verify(&token, now)?;
+/// assert_eq!(checked.host_data, [7; 32]);
+/// runtime_keys_match(&checked, &report_data)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
 /// # Errors
 ///
 /// [`Error::BadRuntimeData`] if the token has no usable `x-ms-runtime`,
 /// [`Error::RuntimeKeysMismatch`] if the hash differs.
 pub fn runtime_keys_match(claims: &TokenClaims, report_data: &[u8; 64]) -> Result<(), Error> {
-    let runtime = claims
-        .runtime
-        .as_ref()
-        .ok_or_else(|| Error::BadRuntimeData("no x-ms-runtime claim".to_owned()))?;
+    let runtime = claims.runtime.as_ref().ok_or(RuntimeDataError::Missing)?;
     if runtime.keys()?.keys.is_empty() {
-        return Err(Error::BadRuntimeData(
-            "x-ms-runtime.keys is empty".to_owned(),
-        ));
+        return Err(RuntimeDataError::NoKeys.into());
     }
     if runtime.report_data() != *report_data {
         return Err(Error::RuntimeKeysMismatch);

@@ -8,7 +8,7 @@ use der::{
 };
 
 use crate::{
-    CertChain, Error,
+    CertChain, CertRole, Error, ExtensionError,
     certs::Cert,
     report::{AttestationReport, REPORT_LEN, SIGNED_LEN, SigningKey, TcbLayout},
     roots::{Product, Root, TrustedRoots},
@@ -90,26 +90,30 @@ fn check_vek_extensions(
     report: &AttestationReport,
     product: Option<Product>,
 ) -> Result<(), Error> {
-    let cert = if is_vlek { "VLEK" } else { "VCEK" };
-    let unusable = |name: &'static str, reason: &str| Error::VcekExtension {
-        cert,
-        name,
-        reason: reason.to_owned(),
+    let role = if is_vlek {
+        CertRole::Vlek
+    } else {
+        CertRole::Vcek
+    };
+    let unusable = |extension: &'static str, error: ExtensionError| Error::VcekExtension {
+        role,
+        extension,
+        error,
     };
     let extension = |name: &'static str, oid: ObjectIdentifier| {
-        vek.extension(oid).map_err(|reason| unusable(name, reason))
+        vek.extension(oid).map_err(|error| unusable(name, error))
     };
 
     for c in &TCB_COMPONENTS {
         let reported = (c.value)(report);
         let Some(value) = extension(c.ext, c.oid)? else {
             if reported.is_some() {
-                return Err(unusable(c.ext, "the certificate has no such extension"));
+                return Err(unusable(c.ext, ExtensionError::Missing));
             }
             continue;
         };
-        let certified = u8::from_der(value)
-            .map_err(|e| unusable(c.ext, &format!("not an INTEGER 0..=255: {e}")))?;
+        let certified =
+            u8::from_der(value).map_err(|e| unusable(c.ext, ExtensionError::NotInteger(e)))?;
         let field = if is_vlek { c.vlek_field } else { c.vcek_field };
         let actual = match reported {
             Some(v) if v == certified => continue,
@@ -125,21 +129,24 @@ fn check_vek_extensions(
 
     if !is_vlek {
         let value = extension("hwID", OID_HWID)?
-            .ok_or_else(|| unusable("hwID", "the certificate has no such extension"))?;
+            .ok_or_else(|| unusable("hwID", ExtensionError::Missing))?;
         // AMD's KDS puts the raw bytes in the extension, without an
         // OCTET STRING header; accept both.
         let hwid = if matches!(value.len(), HWID_LEN | HWID_LEN_TURIN) {
             value
         } else {
             OctetStringRef::from_der(value)
-                .map_err(|e| unusable("hwID", &format!("not an OCTET STRING: {e}")))?
+                .map_err(|e| unusable("hwID", ExtensionError::NotOctetString(e)))?
                 .as_bytes()
         };
         let turin = report.tcb_layout() == TcbLayout::Turin;
         if hwid.len() != HWID_LEN && !(turin && hwid.len() == HWID_LEN_TURIN) {
             return Err(unusable(
                 "hwID",
-                &format!("{} bytes long, not {HWID_LEN}", hwid.len()),
+                ExtensionError::Length {
+                    len: hwid.len(),
+                    expected: HWID_LEN,
+                },
             ));
         }
         let masked = report.chip_id.iter().all(|&b| b == 0);
@@ -154,7 +161,7 @@ fn check_vek_extensions(
 
     if let (Some(value), Some(product)) = (extension("productName", OID_PRODUCT_NAME)?, product) {
         let name = Ia5StringRef::from_der(value)
-            .map_err(|e| unusable("productName", &format!("not an IA5String: {e}")))?;
+            .map_err(|e| unusable("productName", ExtensionError::NotIa5String(e)))?;
         let line = name.as_str().split('-').next().unwrap_or_default();
         if line != product.name() {
             return Err(Error::Mismatch {
@@ -258,7 +265,7 @@ impl Verifier {
             .iter()
             .flat_map(|r| r.intermediates.iter())
             .find(|ask| chain.vek.is_issued_by(ask))
-            .ok_or(Error::MissingCert(chain.ask_label()))
+            .ok_or(Error::MissingCert(chain.ask_role()))
     }
 
     /// The trusted root that `ark` (the chain's) is, or that issued
@@ -287,8 +294,8 @@ impl Verifier {
         now: SystemTime,
     ) -> Result<VerifiedReport, Error> {
         let report = AttestationReport::parse(report_bytes)?;
-        let vek_label = chain.vek_label();
-        let ask_label = chain.ask_label();
+        let vek_role = chain.vek_role();
+        let ask_role = chain.ask_role();
         let expected = if chain.vek_is_vlek {
             SigningKey::Vlek
         } else {
@@ -296,8 +303,8 @@ impl Verifier {
         };
         if report.signing_key != expected {
             return Err(Error::SigningKeyMismatch {
-                report: report.signing_key.name(),
-                cert: vek_label,
+                report: report.signing_key,
+                cert: vek_role,
             });
         }
 
@@ -305,24 +312,24 @@ impl Verifier {
         let ask = self.find_ask(chain)?;
         let root = self.find_root(chain, ask)?;
         let ark = chain.ark.as_ref().unwrap_or(&root.ark);
-        ark.verify_signed_by(ark, "ARK", "ARK")?;
-        ark.check_validity(now, "ARK")?;
+        ark.verify_signed_by(ark, CertRole::Ark, CertRole::Ark)?;
+        ark.check_validity(now, CertRole::Ark)?;
         if !ask.is_issued_by(ark) {
             return Err(Error::CertWrongIssuer {
-                cert: ask_label,
-                issuer: "ARK",
+                role: ask_role,
+                issuer: CertRole::Ark,
             });
         }
-        ask.verify_signed_by(ark, ask_label, "ARK")?;
-        ask.check_validity(now, ask_label)?;
+        ask.verify_signed_by(ark, ask_role, CertRole::Ark)?;
+        ask.check_validity(now, ask_role)?;
         if !chain.vek.is_issued_by(ask) {
             return Err(Error::CertWrongIssuer {
-                cert: vek_label,
-                issuer: ask_label,
+                role: vek_role,
+                issuer: ask_role,
             });
         }
-        chain.vek.verify_signed_by(ask, vek_label, ask_label)?;
-        chain.vek.check_validity(now, vek_label)?;
+        chain.vek.verify_signed_by(ask, vek_role, ask_role)?;
+        chain.vek.check_validity(now, vek_role)?;
 
         // The report.
         if report.signature_algo != 1 {
@@ -341,7 +348,7 @@ impl Verifier {
             p384::ecdsa::Signature::from_scalars(r, s).map_err(|_| Error::BadReportSignature)?;
         chain
             .vek
-            .verify_p384(vek_label, report.signed_bytes(), &signature)?;
+            .verify_p384(vek_role, report.signed_bytes(), &signature)?;
         check_vek_extensions(&chain.vek, chain.vek_is_vlek, &report, root.product)?;
 
         if let (Some(signed_by), Some(claimed)) =
@@ -387,7 +394,7 @@ mod tests {
     }
 
     fn pairs() -> Vec<Pair> {
-        let der = |bytes: &[u8]| Cert::from_der(bytes, "VCEK").unwrap();
+        let der = |bytes: &[u8]| Cert::from_der(bytes, CertRole::Vcek).unwrap();
         let parse = |bytes: &[u8]| AttestationReport::parse(bytes).unwrap();
         let virtee =
             hex::decode(include_str!("../testdata/virtee_report_milan.hex").trim()).unwrap();
@@ -516,7 +523,14 @@ mod tests {
             r.reported_tcb.fmc = Some(0);
             let err = check(&p, &r).unwrap_err();
             assert!(
-                matches!(err, Error::VcekExtension { name: "fmcSPL", .. }),
+                matches!(
+                    err,
+                    Error::VcekExtension {
+                        extension: "fmcSPL",
+                        error: ExtensionError::Missing,
+                        ..
+                    }
+                ),
                 "{}: {err:?}",
                 p.name
             );
@@ -567,9 +581,9 @@ mod tests {
             matches!(
                 err,
                 Error::VcekExtension {
-                    cert: "VCEK",
-                    name: "blSPL",
-                    ..
+                    role: CertRole::Vcek,
+                    extension: "blSPL",
+                    error: ExtensionError::Missing,
                 }
             ),
             "{err:?}"
@@ -592,10 +606,17 @@ mod tests {
         let at = find(&[0x9c, 0x78, 0x01, 0x03, 0x03, 0x04, 0x03]);
         assert_eq!(bad_int[at], 0x02);
         bad_int[at] = 0x04;
-        let vek = Cert::from_der(&bad_int, "VCEK").unwrap();
+        let vek = Cert::from_der(&bad_int, CertRole::Vcek).unwrap();
         let err = check_vek_extensions(&vek, false, &p.report, Some(p.product)).unwrap_err();
         assert!(
-            matches!(err, Error::VcekExtension { name: "snpSPL", .. }),
+            matches!(
+                err,
+                Error::VcekExtension {
+                    extension: "snpSPL",
+                    error: ExtensionError::NotInteger(_),
+                    ..
+                }
+            ),
             "{err:?}"
         );
 
@@ -604,21 +625,34 @@ mod tests {
         let mut no_hwid = der.clone();
         let at = find(&[0x9c, 0x78, 0x01, 0x04, 0x04, 0x40]);
         no_hwid[at - 3] = 0x06;
-        let vek = Cert::from_der(&no_hwid, "VCEK").unwrap();
+        let vek = Cert::from_der(&no_hwid, CertRole::Vcek).unwrap();
         let err = check_vek_extensions(&vek, false, &p.report, Some(p.product)).unwrap_err();
         assert!(
-            matches!(err, Error::VcekExtension { name: "hwID", .. }),
+            matches!(
+                err,
+                Error::VcekExtension {
+                    extension: "hwID",
+                    error: ExtensionError::Missing,
+                    ..
+                }
+            ),
             "{err:?}"
         );
 
         let mut twice = der.clone();
         let at = find(&[0x9c, 0x78, 0x01, 0x03, 0x02]);
         twice[at - 1] = 0x01;
-        let vek = Cert::from_der(&twice, "VCEK").unwrap();
+        let vek = Cert::from_der(&twice, CertRole::Vcek).unwrap();
         let err = check_vek_extensions(&vek, false, &p.report, Some(p.product)).unwrap_err();
         assert!(
-            matches!(&err, Error::VcekExtension { name: "blSPL", reason, .. }
-                if reason.contains("more than once")),
+            matches!(
+                &err,
+                Error::VcekExtension {
+                    extension: "blSPL",
+                    error: ExtensionError::Repeated,
+                    ..
+                }
+            ),
             "{err:?}"
         );
     }
@@ -631,7 +665,7 @@ mod tests {
             for i in 0..der.len() {
                 let mut flipped = der.clone();
                 flipped[i] ^= 0xff;
-                if let Ok(vek) = Cert::from_der(&flipped, "VCEK") {
+                if let Ok(vek) = Cert::from_der(&flipped, CertRole::Vcek) {
                     let _ = check_vek_extensions(&vek, p.vlek, &p.report, Some(p.product));
                 }
             }

@@ -14,8 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use confsum_attest::{
-    AttestRequest, AttestResponse, Error, Jwk, Jwks, MAX_TOKEN_LEN, RuntimeClaims, SnpEvidence,
-    TokenClaims, TokenIssuer, TokenVerifier, runtime_keys_match,
+    AttestRequest, AttestResponse, CertError, Error, Jwk, JwkMember, Jwks, KeyError, MAX_TOKEN_LEN,
+    RequestError, RequestField, RuntimeClaims, RuntimeDataError, SnpEvidence, TokenClaims,
+    TokenError, TokenIssuer, TokenVerifier, runtime_keys_match,
 };
 use rsa::RsaPrivateKey;
 use rsa::pkcs1v15::SigningKey;
@@ -241,14 +242,14 @@ fn jwks_json_round_trip_and_shape() {
     assert_eq!(parsed.find(issuer().kid()), Some(&jwks.keys[0]));
     assert_eq!(parsed.find("nope"), None);
 
-    // MAA's /certs publishes x5c (and no n/e): it parses and keeps x5c, but
-    // cannot verify.
+    // MAA's /certs shape (x5c, kid, kty; no n/e) parses and keeps x5c;
+    // an x5c that is no certificate is refused as such.
     let maa = br#"{"keys":[{"x5c":["MIIB"],"kid":"dRKh+hBcWUfQ","kty":"RSA"}]}"#;
     let maa = Jwks::from_json(maa).unwrap();
     assert_eq!(maa.keys[0].x5c.as_deref(), Some(&["MIIB".to_owned()][..]));
     assert!(matches!(
         maa.keys[0].rsa_public_key(),
-        Err(Error::BadKey(_))
+        Err(Error::BadKey(KeyError::Certificate(CertError::Der(_))))
     ));
 
     for bad in [
@@ -260,7 +261,7 @@ fn jwks_json_round_trip_and_shape() {
         b"",
     ] {
         assert!(
-            matches!(Jwks::from_json(bad), Err(Error::BadKey(_))),
+            matches!(Jwks::from_json(bad), Err(Error::BadKey(KeyError::Json(_)))),
             "{bad:?}"
         );
     }
@@ -304,13 +305,22 @@ fn pkcs8_pem_round_trip_keeps_the_key() {
 
     for bad in [
         "",
-        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n",
     ] {
-        assert!(matches!(
-            TokenIssuer::from_pkcs8_pem(ISS, bad),
-            Err(Error::BadKey(_))
-        ));
+        let result = TokenIssuer::from_pkcs8_pem(ISS, bad);
+        assert!(
+            matches!(result, Err(Error::BadKey(KeyError::NotPkcs8))),
+            "{result:?}"
+        );
     }
+    let result = TokenIssuer::from_pkcs8_pem(
+        ISS,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    );
+    assert!(
+        matches!(result, Err(Error::BadKey(KeyError::Rejected))),
+        "{result:?}"
+    );
 }
 
 #[test]
@@ -340,11 +350,11 @@ fn time_checks_use_the_given_now_and_leeway() {
             .verify(&token, at(when));
         match (accepted, &result) {
             (true, Ok(_)) => {}
-            (false, Err(Error::TokenExpired { exp: e, now: n })) => {
+            (false, Err(Error::Token(TokenError::Expired { exp: e, now: n }))) => {
                 assert!(when > NOW_SECS, "{case}");
                 assert_eq!((*e, *n), (exp, when), "{case}");
             }
-            (false, Err(Error::TokenNotYetValid { nbf, now: n })) => {
+            (false, Err(Error::Token(TokenError::NotYetValid { nbf, now: n }))) => {
                 assert!(when < NOW_SECS, "{case}");
                 assert_eq!((*nbf, *n), (NOW_SECS, when), "{case}");
             }
@@ -378,10 +388,21 @@ fn refused_tokens() {
     assert_ne!(other_payload, payload);
 
     type Check = fn(&Error) -> bool;
-    let unsupported: Check = |e| matches!(e, Error::UnsupportedAlgorithm(_));
-    let malformed: Check = |e| matches!(e, Error::MalformedToken(_));
-    let unknown: Check = |e| matches!(e, Error::UnknownKey(_));
-    let bad_sig: Check = |e| matches!(e, Error::BadSignature);
+    let unsupported: Check = |e| matches!(e, Error::Token(TokenError::AlgorithmRefused(_)));
+    let malformed: Check = |e| {
+        matches!(
+            e,
+            Error::Token(
+                TokenError::NotCompact
+                    | TokenError::Base64(_)
+                    | TokenError::Header(_)
+                    | TokenError::Claims(_)
+                    | TokenError::CriticalHeader
+            )
+        )
+    };
+    let unknown: Check = |e| matches!(e, Error::Token(TokenError::UnknownKey(_)));
+    let bad_sig: Check = |e| matches!(e, Error::Token(TokenError::BadSignature));
     let cases: Vec<(&str, String, Check)> = vec![
         (
             "signed by another key under our kid",
@@ -557,7 +578,7 @@ fn refused_tokens() {
             malformed,
         ),
         ("huge", "a".repeat(MAX_TOKEN_LEN + 1), |e| {
-            matches!(e, Error::TokenTooLarge { .. })
+            matches!(e, Error::Token(TokenError::TooLarge { .. }))
         }),
     ];
     for (case, token, check) in cases {
@@ -570,7 +591,8 @@ fn refused_tokens() {
     // The wrong issuer.
     let result = TokenVerifier::new(issuer().jwks(), "https://elsewhere").verify(&good, now());
     assert!(
-        matches!(&result, Err(Error::WrongIssuer { expected, found }) if expected == "https://elsewhere" && found == ISS),
+        matches!(&result, Err(Error::Token(TokenError::WrongIssuer { expected, found }))
+            if expected == "https://elsewhere" && found == ISS),
         "{result:?}"
     );
 
@@ -592,37 +614,147 @@ fn refused_keys() {
         TokenVerifier::new(jwks, ISS).verify(&token, now())
     };
     type Edit = fn(&mut Jwk);
-    let cases: [(&str, Edit); 7] = [
-        ("alg RS512", |k| k.alg = Some("RS512".into())),
-        ("use enc", |k| k.key_use = Some("enc".into())),
-        ("kty EC", |k| k.kty = "EC".into()),
-        ("no n", |k| k.n = None),
-        ("n with a leading zero byte", |k| {
-            let mut n = URL_SAFE_NO_PAD.decode(k.n.as_deref().unwrap()).unwrap();
-            n.insert(0, 0);
-            k.n = Some(URL_SAFE_NO_PAD.encode(n));
-        }),
-        ("1024-bit n", |k| {
-            let n = URL_SAFE_NO_PAD.decode(k.n.as_deref().unwrap()).unwrap();
-            k.n = Some(URL_SAFE_NO_PAD.encode(&n[..128]));
-        }),
-        ("padded e", |k| k.e = Some("AQAB=".into())),
+    type Check = fn(&KeyError) -> bool;
+    let cases: [(&str, Edit, Check); 8] = [
+        (
+            "alg RS512",
+            |k| k.alg = Some("RS512".into()),
+            |e| matches!(e, KeyError::NotForRs256(alg) if alg == "RS512"),
+        ),
+        (
+            "use enc",
+            |k| k.key_use = Some("enc".into()),
+            |e| matches!(e, KeyError::NotForSignatures(u) if u == "enc"),
+        ),
+        (
+            "kty EC",
+            |k| k.kty = "EC".into(),
+            |e| matches!(e, KeyError::NotRsa(kty) if kty == "EC"),
+        ),
+        (
+            "no n",
+            |k| k.n = None,
+            |e| matches!(e, KeyError::NoPublicKey),
+        ),
+        (
+            "n with a leading zero byte",
+            |k| {
+                let mut n = URL_SAFE_NO_PAD.decode(k.n.as_deref().unwrap()).unwrap();
+                n.insert(0, 0);
+                k.n = Some(URL_SAFE_NO_PAD.encode(n));
+            },
+            |e| matches!(e, KeyError::LeadingZero(JwkMember::N)),
+        ),
+        (
+            "1024-bit n",
+            |k| {
+                let n = URL_SAFE_NO_PAD.decode(k.n.as_deref().unwrap()).unwrap();
+                k.n = Some(URL_SAFE_NO_PAD.encode(&n[..128]));
+            },
+            |e| matches!(e, KeyError::Size { bits: 1024 }),
+        ),
+        (
+            "padded e",
+            |k| k.e = Some("AQAB=".into()),
+            |e| matches!(e, KeyError::Base64(JwkMember::E)),
+        ),
+        (
+            "empty e",
+            |k| k.e = Some(String::new()),
+            |e| matches!(e, KeyError::Empty(JwkMember::E)),
+        ),
     ];
-    for (case, edit) in cases {
+    for (case, edit, check) in cases {
         let result = with(edit);
-        assert!(
-            matches!(result, Err(Error::BadKey(_))),
-            "{case}: {result:?}"
-        );
+        match &result {
+            Err(Error::Token(TokenError::KeyRefused { kid, error })) => {
+                assert_eq!(kid, issuer().kid(), "{case}");
+                assert!(check(error), "{case}: {error:?}");
+            }
+            _ => panic!("{case}: {result:?}"),
+        }
     }
     // Two keys under one kid: ambiguous, so unknown.
     let mut jwks = issuer().jwks();
     jwks.keys.push(issuer().jwk().clone());
     let result = TokenVerifier::new(jwks, ISS).verify(&token, now());
-    assert!(matches!(result, Err(Error::UnknownKey(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(Error::Token(TokenError::UnknownKey(_)))),
+        "{result:?}"
+    );
     // An empty JWKS knows nothing.
     let result = TokenVerifier::new(Jwks::default(), ISS).verify(&token, now());
-    assert!(matches!(result, Err(Error::UnknownKey(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(Error::Token(TokenError::UnknownKey(_)))),
+        "{result:?}"
+    );
+}
+
+/// The keys of a JWKS shaped like Microsoft Azure Attestation's `/certs`:
+/// `x5c`, `kid` and `kty`, no `n` or `e`. Here the certificates are real
+/// AMD ones from testdata (an RSA ARK, a P-384 VCEK); the PyJWT test below
+/// signs a token under such a key.
+#[test]
+fn x5c_only_keys() {
+    use base64::engine::general_purpose::STANDARD;
+    let pem = include_str!("../testdata/uvm_host_amd_certificate.pem");
+    let ders: Vec<Vec<u8>> = pem
+        .split("-----BEGIN CERTIFICATE-----")
+        .skip(1)
+        .map(|part| {
+            let b64: String = part
+                .split("-----END CERTIFICATE-----")
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .collect();
+            STANDARD.decode(b64).unwrap()
+        })
+        .collect();
+    let (vcek, ark) = (&ders[0], &ders[2]);
+    let maa = |der: &[u8]| {
+        let json = format!(
+            r#"{{"keys":[{{"x5c":["{}"],"kid":"J0pAPdfXXHqWWimgrH853wMIdh5/fLe1z6uSXYPXCa0=","kty":"RSA"}}]}}"#,
+            STANDARD.encode(der)
+        );
+        Jwks::from_json(json.as_bytes()).unwrap().keys.remove(0)
+    };
+
+    // The ARK's RSA-4096 key (an RSASSA-PSS SubjectPublicKeyInfo).
+    let jwk = maa(ark);
+    let key = jwk.rsa_public_key().unwrap();
+    let from_ne = Jwk::from_rsa(&key);
+    assert_eq!(jwk.thumbprint().unwrap(), from_ne.thumbprint().unwrap());
+    // n and e beside x5c must be the same key.
+    let mut both = jwk.clone();
+    both.n.clone_from(&from_ne.n);
+    both.e.clone_from(&from_ne.e);
+    assert_eq!(both.rsa_public_key().unwrap(), key);
+    let mut disagree = jwk.clone();
+    disagree.n.clone_from(&issuer().jwk().n);
+    disagree.e.clone_from(&issuer().jwk().e);
+    assert!(matches!(
+        disagree.rsa_public_key(),
+        Err(Error::BadKey(KeyError::X5cMismatch))
+    ));
+
+    // The VCEK's key is P-384, not RSA.
+    assert!(matches!(
+        maa(vcek).rsa_public_key(),
+        Err(Error::BadKey(KeyError::Certificate(CertError::NotRsa)))
+    ));
+    // Not base64, and no certificate at all.
+    let mut bad = jwk.clone();
+    bad.x5c = Some(vec!["not base64!".into()]);
+    assert!(matches!(
+        bad.rsa_public_key(),
+        Err(Error::BadKey(KeyError::Base64(JwkMember::X5c)))
+    ));
+    bad.x5c = Some(Vec::new());
+    assert!(matches!(
+        bad.rsa_public_key(),
+        Err(Error::BadKey(KeyError::Empty(JwkMember::X5c)))
+    ));
 }
 
 #[test]
@@ -680,7 +812,10 @@ fn runtime_keys_bind_to_report_data() {
     let none = TokenClaims::builder().build().unwrap();
     let result = runtime_keys_match(&none, &expected);
     assert!(
-        matches!(result, Err(Error::BadRuntimeData(_))),
+        matches!(
+            result,
+            Err(Error::BadRuntimeData(RuntimeDataError::Missing))
+        ),
         "{result:?}"
     );
     let empty = TokenClaims::builder()
@@ -689,16 +824,45 @@ fn runtime_keys_bind_to_report_data() {
         .unwrap();
     let result = runtime_keys_match(&empty, &empty.runtime.as_ref().unwrap().report_data());
     assert!(
-        matches!(result, Err(Error::BadRuntimeData(_))),
+        matches!(result, Err(Error::BadRuntimeData(RuntimeDataError::NoKeys))),
         "{result:?}"
     );
 
-    for bad in [&b" {}"[..], b"{}\n", b"[]", b"\"keys\"", b"{", b"\xff", b""] {
+    for bad in [
+        &b"[]"[..],
+        b" [] ",
+        b"\"keys\"",
+        b"{",
+        b"{}}",
+        b"\xff",
+        b"",
+        b"\n",
+    ] {
         let result = RuntimeClaims::from_json(bad);
         assert!(
             matches!(result, Err(Error::BadRuntimeData(_))),
             "{bad:?}: {result:?}"
         );
+    }
+
+    // Whitespace around the object (the ACI capture's runtime data ends in
+    // a newline) is accepted; the token keeps the object, inner spacing
+    // included.
+    for (input, kept) in [
+        (&b" {}"[..], "{}"),
+        (b"{}\n", "{}"),
+        (
+            b"{\n   \"akey\" : \"avalue\"\n}\n",
+            "{\n   \"akey\" : \"avalue\"\n}",
+        ),
+        (b"\r\n\t{\"a\":1}\t\r\n", "{\"a\":1}"),
+    ] {
+        let runtime = RuntimeClaims::from_json(input).unwrap();
+        assert_eq!(runtime.json(), kept, "{input:?}");
+        let claims = TokenClaims::builder().runtime(runtime).build().unwrap();
+        let token = issuer().issue(&claims, now(), LIFETIME).unwrap();
+        let checked = verifier().verify(&token, now()).unwrap();
+        assert_eq!(checked.runtime.unwrap().json(), kept, "{input:?}");
     }
 }
 
@@ -778,7 +942,12 @@ fn maa_request_and_response_bodies() {
     ] {
         let result = SnpEvidence::decode(report);
         assert!(
-            matches!(result, Err(Error::BadRequest(_))),
+            matches!(
+                result,
+                Err(Error::BadRequest(
+                    RequestError::Base64(RequestField::Report) | RequestError::Evidence(_)
+                ))
+            ),
             "{report}: {result:?}"
         );
     }
@@ -787,9 +956,24 @@ fn maa_request_and_response_bodies() {
         vcek_cert_chain: "%".into(),
         endorsements: URL_SAFE.encode(b"{\"Uvm\":[\"%\"]}"),
     };
-    assert!(matches!(bad.report_bytes(), Err(Error::BadRequest(_))));
-    assert!(matches!(bad.cert_chain_pem(), Err(Error::BadRequest(_))));
-    assert!(matches!(bad.uvm_endorsements(), Err(Error::BadRequest(_))));
+    assert!(matches!(
+        bad.report_bytes(),
+        Err(Error::BadRequest(RequestError::Base64(
+            RequestField::SnpReport
+        )))
+    ));
+    assert!(matches!(
+        bad.cert_chain_pem(),
+        Err(Error::BadRequest(RequestError::Base64(
+            RequestField::VcekCertChain
+        )))
+    ));
+    assert!(matches!(
+        bad.uvm_endorsements(),
+        Err(Error::BadRequest(RequestError::Base64(
+            RequestField::UvmEndorsement
+        )))
+    ));
 
     // The response.
     let response: AttestResponse = serde_json::from_str(r#"{"token":"a.b.c"}"#).unwrap();
@@ -951,7 +1135,81 @@ print(json.dumps({"token": token, "jwks": {"keys": [jwk]}, "report_data": report
 
     // The same token, an hour and a minute and a second later, is expired.
     let late = TokenVerifier::new(jwks, ISS).verify(token, at(NOW_SECS + 3661));
-    assert!(matches!(late, Err(Error::TokenExpired { .. })), "{late:?}");
+    assert!(
+        matches!(late, Err(Error::Token(TokenError::Expired { .. }))),
+        "{late:?}"
+    );
+}
+
+/// Microsoft Azure Attestation publishes its signing keys at `/certs` only
+/// as self-signed certificates: `{"keys":[{"x5c":[…],"kid":…,"kty":"RSA"}]}`
+/// with a standard-base64 `kid`. Python's `cryptography` makes such a
+/// certificate and PyJWT signs a token under it with MAA's header (`jku`,
+/// `kid`, `typ`); we verify it from `x5c` alone.
+#[test]
+fn we_verify_tokens_under_maa_shaped_x5c_keys() {
+    if python().is_none() {
+        return;
+    }
+    let script = r#"
+import base64, datetime, hashlib, json, sys, jwt
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+i = json.load(sys.stdin)
+key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, i["iss"])])
+start = datetime.datetime(2023, 1, 1, tzinfo=datetime.timezone.utc)
+cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(start).not_valid_after(start + datetime.timedelta(days=3650))
+        .sign(key, hashes.SHA256()))
+der = cert.public_bytes(serialization.Encoding.DER)
+kid = base64.b64encode(hashlib.sha256(der).digest()).decode()
+certs = {"keys": [{"x5c": [base64.b64encode(der).decode()], "kid": kid, "kty": "RSA"}]}
+now = i["now"]
+claims = {"iss": i["iss"], "iat": now, "nbf": now, "exp": now + 3600, "jti": "b" * 64,
+          "x-ms-attestation-type": "sevsnpvm", "x-ms-sevsnpvm-hostdata": "ab" * 32,
+          "x-ms-sevsnpvm-is-debuggable": False, "x-ms-sevsnpvm-vmpl": 0,
+          "x-ms-sevsnpvm-reportdata": "00" * 64,
+          "x-ms-sevsnpvm-launchmeasurement": "cd" * 48}
+token = jwt.encode(claims, key, algorithm="RS256",
+                   headers={"jku": i["iss"] + "/certs", "kid": kid, "typ": "JWT"})
+ne = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+print(json.dumps({"token": token, "certs": certs, "n": ne["n"], "e": ne["e"]}))
+"#;
+    let input = serde_json::json!({"iss": ISS, "now": NOW_SECS});
+    let out: serde_json::Value =
+        serde_json::from_str(&run_python(script, &input.to_string())).unwrap();
+    let certs = Jwks::from_json(out["certs"].to_string().as_bytes()).unwrap();
+    assert!(certs.keys[0].n.is_none() && certs.keys[0].e.is_none());
+    let token = out["token"].as_str().unwrap();
+    let claims = TokenVerifier::new(certs.clone(), ISS)
+        .verify(token, now())
+        .unwrap();
+    assert_eq!(claims.host_data, [0xab; 32]);
+
+    // With n and e beside x5c: accepted when they agree, refused otherwise.
+    let mut agree = certs.clone();
+    agree.keys[0].n = Some(out["n"].as_str().unwrap().to_owned());
+    agree.keys[0].e = Some(out["e"].as_str().unwrap().to_owned());
+    TokenVerifier::new(agree, ISS).verify(token, now()).unwrap();
+    let mut disagree = certs;
+    disagree.keys[0].n.clone_from(&issuer().jwk().n);
+    disagree.keys[0].e.clone_from(&issuer().jwk().e);
+    let result = TokenVerifier::new(disagree, ISS).verify(token, now());
+    assert!(
+        matches!(
+            result,
+            Err(Error::Token(TokenError::KeyRefused {
+                error: KeyError::X5cMismatch,
+                ..
+            }))
+        ),
+        "{result:?}"
+    );
 }
 
 /// Writes fuzz seeds for `fuzz/fuzz_targets/jwt.rs` to `$CONFSUM_DUMP_CASES`:

@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use confsum_attest::{
-    AttestationReport, CertChain, Error, Product, SigningKey, TrustedRoots, Verifier,
+    AttestationReport, CertChain, CertError, CertRole, Error, Product, SigningKey, TrustedRoots,
+    Verifier,
 };
 use sha2::{Digest, Sha256};
 
@@ -43,13 +44,13 @@ fn pem_ders(pem: &[u8]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn cn_of(der: &[u8]) -> &'static str {
+fn cn_of(der: &[u8]) -> CertRole {
     for (needle, name) in [
-        (&b"SEV-VCEK"[..], "VCEK"),
-        (b"SEV-VLEK-", "ASVK"),
-        (b"SEV-VLEK", "VLEK"),
-        (b"ARK-", "ARK"),
-        (b"SEV-", "ASK"),
+        (&b"SEV-VCEK"[..], CertRole::Vcek),
+        (b"SEV-VLEK-", CertRole::Asvk),
+        (b"SEV-VLEK", CertRole::Vlek),
+        (b"ARK-", CertRole::Ark),
+        (b"SEV-", CertRole::Ask),
     ] {
         // The subject comes after the issuer, so look at the last CN.
         let last = der
@@ -57,12 +58,16 @@ fn cn_of(der: &[u8]) -> &'static str {
             .rposition(|w| w == needle)
             .map(|p| (p, name));
         if let Some((_, name)) = last {
-            if name == "ASK" || name == "ARK" {
+            if name == CertRole::Ask || name == CertRole::Ark {
                 // An ASK names ARK as its issuer and itself as SEV-<p>;
                 // decide by the last occurrence of either.
                 let ark = der.windows(4).rposition(|w| w == b"ARK-");
                 let sev = der.windows(4).rposition(|w| w == b"SEV-");
-                return if ark > sev { "ARK" } else { "ASK" };
+                return if ark > sev {
+                    CertRole::Ark
+                } else {
+                    CertRole::Ask
+                };
             }
             return name;
         }
@@ -101,7 +106,7 @@ fn aci_report_verifies_with_pem_bundle_in_any_order() {
     // The VCEK alone: ASK and ARK come from the built-in roots.
     let vcek: Vec<&[u8]> = ders
         .iter()
-        .filter(|d| cn_of(d) == "VCEK")
+        .filter(|d| cn_of(d) == CertRole::Vcek)
         .map(Vec::as_slice)
         .collect();
     let chain = CertChain::from_der(vcek).unwrap();
@@ -125,13 +130,25 @@ fn clock_outside_validity_fails() {
     let early = UNIX_EPOCH + Duration::from_secs(1_623_000_000); // 2021-06
     let err = verifier().verify(ACI_REPORT, &chain, early).unwrap_err();
     assert!(
-        matches!(err, Error::CertNotYetValid { cert: "VCEK", .. }),
+        matches!(
+            err,
+            Error::CertNotYetValid {
+                role: CertRole::Vcek,
+                ..
+            }
+        ),
         "{err:?}"
     );
     let late = UNIX_EPOCH + Duration::from_secs(1_900_000_000); // 2030-03
     let err = verifier().verify(ACI_REPORT, &chain, late).unwrap_err();
     assert!(
-        matches!(err, Error::CertExpired { cert: "VCEK", .. }),
+        matches!(
+            err,
+            Error::CertExpired {
+                role: CertRole::Vcek,
+                ..
+            }
+        ),
         "{err:?}"
     );
 }
@@ -158,10 +175,10 @@ fn builtin_roots_cover_three_products() {
 fn wrong_product_root_is_unknown() {
     // A Milan VCEK handed a Genoa ARK in its chain.
     let genoa = pem_ders(include_bytes!("../src/roots/genoa_ask_ark_asvk.pem"));
-    let genoa_ark = genoa.iter().find(|d| cn_of(d) == "ARK").unwrap();
+    let genoa_ark = genoa.iter().find(|d| cn_of(d) == CertRole::Ark).unwrap();
     let mut ders: Vec<Vec<u8>> = pem_ders(ACI_PEM)
         .into_iter()
-        .filter(|d| cn_of(d) != "ARK")
+        .filter(|d| cn_of(d) != CertRole::Ark)
         .collect();
     ders.push(genoa_ark.clone());
     let chain = CertChain::from_der(ders.iter().map(Vec::as_slice)).unwrap();
@@ -170,8 +187,8 @@ fn wrong_product_root_is_unknown() {
         matches!(
             err,
             Error::CertWrongIssuer {
-                cert: "ASK",
-                issuer: "ARK"
+                role: CertRole::Ask,
+                issuer: CertRole::Ark
             }
         ),
         "{err:?}"
@@ -238,13 +255,13 @@ fn every_cert_byte_flip_fails() {
             let err = result.expect_err(&format!("{role} byte {i} flipped verified"));
             let precise = match &err {
                 Error::BadCert { .. } | Error::MissingCert(_) => true,
-                Error::BadCertSignature { cert } => *cert == role || role == "ARK",
-                Error::CertWrongIssuer { cert, issuer } => *cert == role || *issuer == role,
-                Error::UnknownRoot => role == "ARK",
-                Error::CertExpired { cert, .. } | Error::CertNotYetValid { cert, .. } => {
-                    *cert == role
+                Error::BadCertSignature { role: r } => *r == role || role == CertRole::Ark,
+                Error::CertWrongIssuer { role: r, issuer } => *r == role || *issuer == role,
+                Error::UnknownRoot => role == CertRole::Ark,
+                Error::CertExpired { role: r, .. } | Error::CertNotYetValid { role: r, .. } => {
+                    *r == role
                 }
-                Error::BadReportSignature => role == "VCEK",
+                Error::BadReportSignature => role == CertRole::Vcek,
                 _ => false,
             };
             assert!(precise, "{role} byte {i}: imprecise {err:?}");
@@ -339,8 +356,8 @@ fn vlek_report_with_a_vcek_is_a_key_mismatch() {
         matches!(
             err,
             Error::SigningKeyMismatch {
-                report: "VLEK",
-                cert: "VCEK"
+                report: SigningKey::Vlek,
+                cert: CertRole::Vcek
             }
         ),
         "{err:?}"
@@ -369,8 +386,59 @@ fn malformed_pem_is_an_error() {
         truncated,
     ] {
         let err = CertChain::from_pem(input).unwrap_err();
-        assert!(matches!(err, Error::BadCert { .. }), "{input:?}: {err:?}");
+        assert!(
+            matches!(
+                err,
+                Error::BadCert {
+                    role: CertRole::Chain,
+                    error: CertError::NoPem | CertError::UnterminatedPem | CertError::Der(_)
+                }
+            ),
+            "{input:?}: {err:?}"
+        );
     }
     let err = CertChain::from_thim_json(b"{}").unwrap_err();
-    assert!(matches!(err, Error::BadCert { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::BadCert {
+                error: CertError::Thim(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+/// `from_bytes` and `load` tell THIM JSON, PEM and DER apart.
+#[test]
+fn any_form_of_certificates_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let vcek = pem_ders(ACI_PEM)
+        .into_iter()
+        .find(|d| cn_of(d) == CertRole::Vcek)
+        .unwrap();
+    for (name, bytes) in [
+        ("thim.json", ACI_THIM),
+        ("chain.pem", ACI_PEM),
+        ("vcek.der", &vcek[..]),
+    ] {
+        let chain = CertChain::from_bytes(bytes).unwrap();
+        verifier().verify(ACI_REPORT, &chain, now()).unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let chain = CertChain::load(&path).unwrap();
+        verifier().verify(ACI_REPORT, &chain, now()).unwrap();
+    }
+    let missing = dir.path().join("missing.pem");
+    let err = CertChain::load(&missing).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { path, .. } if *path == missing),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("cannot read {}", missing.display())
+    );
+    assert!(std::error::Error::source(&err).is_some());
 }

@@ -1,18 +1,16 @@
 //! `confsum attest`: check SEV-SNP evidence and attestation tokens offline.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use confsum_attest::{
-    AttestationReport, CertChain, Jwks, TokenIssuer, TokenVerifier, TrustedRoots,
-    ValidationOptions, Verifier,
-    insecure::{INSECURE_WARNING, InsecureEmulatedTee},
-    service::{self, Service},
-    validate,
+    AttestationReport, CertChain, INSECURE_WARNING, InsecureEmulatedTee, Jwks, Service,
+    TokenIssuer, TokenVerifier, TrustedRoots, ValidationOptions, Verifier, validate,
 };
+use confsum_server::{Client, Server, TlsConfig};
 
 /// SEV-SNP attestation reports and attestation tokens.
 #[derive(Debug, Subcommand)]
@@ -28,16 +26,29 @@ pub(crate) enum Command {
 /// Run a local attestation service (MAA-compatible, SEV-SNP).
 ///
 /// POST /attest/SevSnpVM?api-version=2020-10-01 verifies the evidence and
-/// answers {"token": JWT}; GET /certs serves the signing keys (JWKS). The
-/// issuer URL in tokens is http://<listen address>. The signing key is
-/// fresh at every start. Tokens never claim azure-compliant-uvm: UVM
-/// endorsements are not checked.
+/// answers {"token": JWT}; GET /certs serves the signing keys (JWKS).
+/// Requests are accepted in the shape the confidential sidecar sends them.
+/// The signing key is fresh at every start. Tokens never claim
+/// azure-compliant-uvm: UVM endorsements are not checked.
+///
+/// The first line on standard output is `listening on URL`. Ctrl-C or
+/// SIGTERM stops the service after the requests in flight.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct ServeArgs {
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     listen: std::net::SocketAddr,
+    /// The tokens' issuer (`iss`), which relying parties compare with the
+    /// authority they trust. Default: the URL listened on.
+    #[arg(long, value_name = "URL", value_parser = http_url)]
+    issuer: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// INSECURE: also accept evidence from the emulated TEE whose state is
     /// --insecure-state. Such tokens prove nothing and say so
     /// (x-confsum-insecure-emulated).
@@ -132,14 +143,27 @@ pub(crate) struct TokenVerifyArgs {
     /// The token, a file holding it, or `-` for standard input.
     token: String,
     /// The issuer's JWKS (its `/certs` document): a file or an http(s) URL.
+    /// Keys published only as x5c certificates (as MAA does) are used too.
     #[arg(long, value_name = "URL|FILE")]
     jwks: String,
+    /// Also trust this CA (PEM) when fetching --jwks over HTTPS, for a local
+    /// service with its own certificate.
+    #[arg(long, value_name = "PEM")]
+    ca: Option<PathBuf>,
     /// The expected issuer (`iss`), e.g. https://sharedeus.eus.attest.azure.net.
     #[arg(long, value_name = "URL")]
     issuer: String,
     /// Clock skew to allow, in seconds.
     #[arg(long, default_value_t = 60)]
     leeway: u64,
+}
+
+fn http_url(s: &str) -> Result<String, String> {
+    if (s.starts_with("https://") || s.starts_with("http://")) && !s.contains(char::is_whitespace) {
+        Ok(s.to_owned())
+    } else {
+        Err("expected an http:// or https:// URL".to_owned())
+    }
 }
 
 fn hex_array<const N: usize>(s: &str) -> Result<[u8; N], String> {
@@ -183,25 +207,41 @@ fn load_or_create_tee(path: &Path) -> Result<InsecureEmulatedTee> {
 }
 
 fn serve(a: &ServeArgs) -> Result<()> {
-    let insecure_root = match (&a.insecure_state, a.insecure_emulated_tee) {
-        (Some(path), true) => {
-            eprintln!("{INSECURE_WARNING}");
-            eprintln!(
-                "WARNING: this attestation service accepts emulated evidence; its tokens prove nothing"
-            );
-            Some(load_or_create_tee(path)?.insecure_ark_der()?)
-        }
-        _ => None,
-    };
-    let (listener, addr) =
-        service::bind(a.listen).with_context(|| format!("cannot listen on {}", a.listen))?;
-    let issuer = TokenIssuer::generate(&format!("http://{addr}"))?;
-    let svc = Service::new(issuer, insecure_root)?;
-    println!("listening on http://{addr}");
-    service::serve_blocking(listener, svc).context("the attestation service stopped")
+    let mut roots = TrustedRoots::amd();
+    if let (Some(path), true) = (&a.insecure_state, a.insecure_emulated_tee) {
+        roots.add_insecure_root(&load_or_create_tee(path)?.insecure_ark_der()?)?;
+    }
+    let mut server = Server::bind(a.listen)?;
+    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        let tls = TlsConfig::from_pem_files(cert, key)
+            .with_context(|| format!("cannot use {} for HTTPS", cert.display()))?;
+        server = server.tls(tls);
+    }
+    let url = server.url();
+    let issuer = a.issuer.clone().unwrap_or_else(|| url.clone());
+    let service = Service::new(TokenIssuer::generate(&issuer)?, roots);
+    if service.accepts_insecure() {
+        eprintln!(
+            "{INSECURE_WARNING}\n\
+             WARNING: this attestation service also accepts evidence from the emulated TEE; \
+             tokens for it prove nothing about hardware (they carry x-confsum-insecure-emulated)"
+        );
+    }
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "listening on {url}")?;
+    writeln!(stdout, "issuer {issuer}")?;
+    stdout.flush()?;
+    drop(stdout);
+    server
+        .serve_blocking(
+            confsum_server::attest::router(service),
+            confsum_server::shutdown_signal(),
+        )
+        .context("the attestation service stopped")
 }
 
 fn emulate(a: &EmulateArgs) -> Result<()> {
+    eprintln!("{INSECURE_WARNING}");
     let tee = load_or_create_tee(&a.state)?;
     let report = tee.report(&a.report_data, &a.host_data);
     std::fs::write(&a.out_report, &report)
@@ -219,13 +259,8 @@ fn show(a: &ShowArgs) -> Result<()> {
 }
 
 fn load_chain(path: &Path) -> Result<CertChain> {
-    let data = crate::read_input(path)?;
-    let chain = if data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-        CertChain::from_thim_json(&data)
-    } else {
-        CertChain::from_pem(&data)
-    };
-    chain.with_context(|| format!("cannot read certificates from {}", path.display()))
+    CertChain::from_bytes(&crate::read_input(path)?)
+        .with_context(|| format!("cannot read certificates from {}", path.display()))
 }
 
 fn verify(a: &VerifyArgs) -> Result<()> {
@@ -250,32 +285,19 @@ fn verify(a: &VerifyArgs) -> Result<()> {
     Ok(())
 }
 
-/// GETs a JWKS (an attestation service's `/certs`), at most 1 MiB, with
-/// HTTPS checked against the Mozilla roots.
-fn fetch_jwks(url: &str) -> Result<Vec<u8>> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    let mut response = agent
-        .get(url)
-        .call()
-        .with_context(|| format!("cannot fetch {url}"))?;
-    response
-        .body_mut()
-        .with_config()
-        .limit(1 << 20)
-        .read_to_vec()
-        .with_context(|| format!("cannot read the JWKS from {url}"))
-}
-
 fn token_verify(a: &TokenVerifyArgs) -> Result<()> {
-    let jwks_json = if a.jwks.starts_with("http://") || a.jwks.starts_with("https://") {
-        fetch_jwks(&a.jwks)?
+    let jwks = if a.jwks.starts_with("http://") || a.jwks.starts_with("https://") {
+        let mut client = Client::builder();
+        if let Some(ca) = &a.ca {
+            client = client
+                .add_root_pem(&crate::read_input(ca)?)
+                .with_context(|| format!("{} is not a PEM CA certificate", ca.display()))?;
+        }
+        client.build().fetch_jwks(&a.jwks)?
     } else {
-        crate::read_input(Path::new(&a.jwks))?
+        Jwks::from_json(&crate::read_input(Path::new(&a.jwks))?)
+            .with_context(|| format!("{} is not a JWKS", a.jwks))?
     };
-    let jwks = Jwks::from_json(&jwks_json).with_context(|| format!("{} is not a JWKS", a.jwks))?;
     let token = if a.token == "-" {
         String::from_utf8(crate::read_input(Path::new("-"))?).context("the token is not text")?
     } else if Path::new(&a.token).is_file() {

@@ -25,7 +25,7 @@ enum Command {
     /// Encrypted file system images (LUKS2 + ext4) for the data owner.
     #[command(subcommand)]
     Encfs(encfs::Command),
-    /// SEV-SNP attestation reports and tokens, checked offline.
+    /// SEV-SNP attestation reports and tokens, and a local attestation service.
     #[command(subcommand)]
     Attest(attest::Command),
     Summarize(summarize::Args),

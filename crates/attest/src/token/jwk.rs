@@ -1,13 +1,14 @@
 //! JSON Web Keys (RFC 7517) and their RFC 7638 thumbprints.
 
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use der::Decode as _;
 use rsa::traits::PublicKeyParts as _;
 use rsa::{BigUint, RsaPublicKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::Error;
+use crate::{Error, JwkMember, KeyError};
 
 /// The smallest RSA modulus, in bits, that a token key may have.
 const MIN_RSA_BITS: usize = 2048;
@@ -44,7 +45,9 @@ pub struct Jwk {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub e: Option<String>,
     /// X.509 certificate chain (standard base64 DER), as Microsoft Azure
-    /// Attestation publishes its signing keys. Kept but not used to verify.
+    /// Attestation publishes its signing keys: the key of `x5c[0]` is the
+    /// JWK's key. The certificates themselves are not checked (MAA's are
+    /// self-signed): trust comes from where the JWKS was fetched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x5c: Option<Vec<String>>,
 }
@@ -53,8 +56,14 @@ impl Jwk {
     /// The JWK of an RSA public key, with `kid` set to its RFC 7638
     /// thumbprint and no `use`, `key_ops` or `alg`.
     pub fn from_rsa(key: &RsaPublicKey) -> Self {
-        let n = URL_SAFE_NO_PAD.encode(key.n().to_bytes_be());
-        let e = URL_SAFE_NO_PAD.encode(key.e().to_bytes_be());
+        Jwk::from_rsa_components(&key.n().to_bytes_be(), &key.e().to_bytes_be())
+    }
+
+    /// The JWK of an RSA public key given as unsigned big-endian modulus
+    /// and exponent, as [`from_rsa`](Self::from_rsa).
+    pub(crate) fn from_rsa_components(n: &[u8], e: &[u8]) -> Self {
+        let n = URL_SAFE_NO_PAD.encode(n);
+        let e = URL_SAFE_NO_PAD.encode(e);
         Jwk {
             kty: "RSA".to_owned(),
             kid: Some(rsa_thumbprint(&e, &n)),
@@ -69,59 +78,98 @@ impl Jwk {
 
     /// The RFC 7638 thumbprint of an RSA JWK: base64url (no padding) of
     /// SHA-256 over `{"e":…,"kty":"RSA","n":…}`, with `e` and `n` exactly as
-    /// they appear in the key.
+    /// they appear in the key, or, for a key given only as `x5c`, as
+    /// `x5c[0]`'s key encodes them.
     ///
     /// # Errors
     ///
-    /// [`Error::BadKey`] if the key is not RSA or lacks `n` or `e`.
+    /// [`Error::BadKey`] if the key is not RSA, or has neither `n` and `e`
+    /// nor a usable `x5c`.
     pub fn thumbprint(&self) -> Result<String, Error> {
         if self.kty != "RSA" {
-            return Err(Error::BadKey(format!("key type {:?} is not RSA", self.kty)));
+            return Err(KeyError::NotRsa(self.kty.clone()).into());
         }
         match (&self.e, &self.n) {
             (Some(e), Some(n)) => Ok(rsa_thumbprint(e, n)),
-            _ => Err(Error::BadKey("RSA key without n or e".to_owned())),
+            _ => {
+                let key = self.rsa_key()?;
+                let n = URL_SAFE_NO_PAD.encode(key.n().to_bytes_be());
+                let e = URL_SAFE_NO_PAD.encode(key.e().to_bytes_be());
+                Ok(rsa_thumbprint(&e, &n))
+            }
         }
     }
 
-    /// The RSA public key of this JWK.
+    /// The RSA public key of this JWK: from `n` and `e`, or from the
+    /// certificate `x5c[0]` when they are absent (Microsoft Azure
+    /// Attestation's `/certs` publishes only `x5c`). When both are given
+    /// they must be the same key.
     ///
     /// `n` and `e` must be canonical base64url without padding, without
-    /// leading zero bytes, and the modulus must be 2048 to 4096 bits.
+    /// leading zero bytes; `x5c` entries are standard base64 DER (RFC 7517
+    /// section 4.7). The modulus must be 2048 to 4096 bits.
     ///
     /// # Errors
     ///
-    /// [`Error::BadKey`] for anything else, including a key published only
-    /// as an `x5c` certificate chain.
+    /// [`Error::BadKey`] with the [`KeyError`] that says what is wrong.
     pub fn rsa_public_key(&self) -> Result<RsaPublicKey, Error> {
+        Ok(self.rsa_key()?)
+    }
+
+    pub(crate) fn rsa_key(&self) -> Result<RsaPublicKey, KeyError> {
         if self.kty != "RSA" {
-            return Err(Error::BadKey(format!("key type {:?} is not RSA", self.kty)));
+            return Err(KeyError::NotRsa(self.kty.clone()));
         }
-        let (Some(n), Some(e)) = (&self.n, &self.e) else {
-            return Err(Error::BadKey(
-                "RSA key without n or e (x5c-only keys are not supported)".to_owned(),
-            ));
+        let from_ne = match (&self.n, &self.e) {
+            (Some(n), Some(e)) => {
+                let n = decode_uint(n, JwkMember::N)?;
+                let e = decode_uint(e, JwkMember::E)?;
+                check_size(n.bits())?;
+                Some(RsaPublicKey::new(n, e).map_err(|_| KeyError::InvalidRsa)?)
+            }
+            _ => None,
         };
-        let n = decode_uint(n, "n")?;
-        let e = decode_uint(e, "e")?;
-        let bits = n.bits();
-        if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
-            return Err(Error::BadKey(format!(
-                "RSA modulus of {bits} bits is outside {MIN_RSA_BITS}..={MAX_RSA_BITS}"
-            )));
+        let from_x5c = match &self.x5c {
+            Some(chain) => Some(x5c_key(chain)?),
+            None => None,
+        };
+        match (from_ne, from_x5c) {
+            (Some(a), Some(b)) if a != b => Err(KeyError::X5cMismatch),
+            (Some(key), _) | (None, Some(key)) => Ok(key),
+            (None, None) => Err(KeyError::NoPublicKey),
         }
-        RsaPublicKey::new(n, e).map_err(|err| Error::BadKey(err.to_string()))
+    }
+}
+
+/// The RSA key of the first certificate of an `x5c` chain.
+fn x5c_key(chain: &[String]) -> Result<RsaPublicKey, KeyError> {
+    let first = chain.first().ok_or(KeyError::Empty(JwkMember::X5c))?;
+    let der = STANDARD
+        .decode(first)
+        .map_err(|_| KeyError::Base64(JwkMember::X5c))?;
+    let cert = x509_cert::Certificate::from_der(&der)
+        .map_err(|e| KeyError::Certificate(crate::CertError::Der(e)))?;
+    let key = crate::certs::rsa_key_of(&cert).map_err(KeyError::Certificate)?;
+    check_size(key.n().bits())?;
+    Ok(key)
+}
+
+fn check_size(bits: usize) -> Result<(), KeyError> {
+    if (MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
+        Ok(())
+    } else {
+        Err(KeyError::Size { bits })
     }
 }
 
 /// Decodes one base64url big-endian unsigned integer member of a JWK.
-fn decode_uint(text: &str, member: &str) -> Result<BigUint, Error> {
+fn decode_uint(text: &str, member: JwkMember) -> Result<BigUint, KeyError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(text)
-        .map_err(|_| Error::BadKey(format!("{member} is not base64url without padding")))?;
+        .map_err(|_| KeyError::Base64(member))?;
     match bytes.first() {
-        None => Err(Error::BadKey(format!("{member} is empty"))),
-        Some(0) => Err(Error::BadKey(format!("{member} has a leading zero byte"))),
+        None => Err(KeyError::Empty(member)),
+        Some(0) => Err(KeyError::LeadingZero(member)),
         Some(_) => Ok(BigUint::from_bytes_be(&bytes)),
     }
 }
@@ -153,9 +201,9 @@ impl Jwks {
     ///
     /// # Errors
     ///
-    /// [`Error::BadKey`] if the bytes are not a JWKS.
+    /// [`Error::BadKey`] ([`KeyError::Json`]) if the bytes are not a JWKS.
     pub fn from_json(json: &[u8]) -> Result<Self, Error> {
-        serde_json::from_slice(json).map_err(|err| Error::BadKey(format!("bad JWKS JSON: {err}")))
+        serde_json::from_slice(json).map_err(|err| KeyError::Json(err).into())
     }
 
     /// The key whose `kid` is `kid`, if there is exactly one.

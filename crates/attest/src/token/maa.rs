@@ -11,7 +11,7 @@ use base64::alphabet::URL_SAFE;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::Error;
+use crate::{Error, RequestError, RequestField};
 
 /// base64url, padded when encoding (like Go's `base64.URLEncoding`), padding
 /// optional when decoding.
@@ -23,10 +23,10 @@ const B64URL: GeneralPurpose = GeneralPurpose::new(
 );
 
 /// Decodes one base64url field, naming it in the error.
-fn decode_field(text: &str, what: &str) -> Result<Vec<u8>, Error> {
+fn decode_field(text: &str, field: RequestField) -> Result<Vec<u8>, Error> {
     B64URL
         .decode(text)
-        .map_err(|err| Error::BadRequest(format!("{what} is not base64url: {err}")))
+        .map_err(|_| Error::BadRequest(RequestError::Base64(field)))
 }
 
 /// The body of an attestation request.
@@ -44,7 +44,8 @@ pub struct AttestRequest {
     pub report: String,
     /// The runtime data (the TEE's JWKS) whose SHA-256 is in report_data.
     pub runtime_data: RuntimeData,
-    /// Init-time data; the sidecar sends it empty.
+    /// Init-time data; the sidecar sends `{"data":"","dataType":""}`.
+    /// Read and ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_time_data: Option<RuntimeData>,
     /// A nonce for the token. The REST API documents a string, the sidecar
@@ -105,7 +106,7 @@ impl RuntimeData {
     ///
     /// [`Error::BadRequest`] if `data` is not base64url.
     pub fn bytes(&self) -> Result<Vec<u8>, Error> {
-        decode_field(&self.data, "runtimeData.data")
+        decode_field(&self.data, RequestField::RuntimeData)
     }
 }
 
@@ -184,9 +185,8 @@ impl SnpEvidence {
     ///
     /// [`Error::BadRequest`] if it is not base64url of the evidence JSON.
     pub fn decode(report: &str) -> Result<Self, Error> {
-        let json = decode_field(report, "report")?;
-        serde_json::from_slice(&json)
-            .map_err(|err| Error::BadRequest(format!("report is not SNP evidence JSON: {err}")))
+        let json = decode_field(report, RequestField::Report)?;
+        serde_json::from_slice(&json).map_err(|err| RequestError::Evidence(err).into())
     }
 
     /// The raw SNP report bytes (not checked here: parse them with the
@@ -196,7 +196,7 @@ impl SnpEvidence {
     ///
     /// [`Error::BadRequest`] if `SnpReport` is not base64url.
     pub fn report_bytes(&self) -> Result<Vec<u8>, Error> {
-        decode_field(&self.snp_report, "SnpReport")
+        decode_field(&self.snp_report, RequestField::SnpReport)
     }
 
     /// The PEM certificate chain bytes.
@@ -205,7 +205,7 @@ impl SnpEvidence {
     ///
     /// [`Error::BadRequest`] if `VcekCertChain` is not base64url.
     pub fn cert_chain_pem(&self) -> Result<Vec<u8>, Error> {
-        decode_field(&self.vcek_cert_chain, "VcekCertChain")
+        decode_field(&self.vcek_cert_chain, RequestField::VcekCertChain)
     }
 
     /// The UVM endorsements (COSE_Sign1 documents), empty when there are none.
@@ -218,13 +218,12 @@ impl SnpEvidence {
         if self.endorsements.is_empty() {
             return Ok(Vec::new());
         }
-        let json = decode_field(&self.endorsements, "Endorsements")?;
-        let doc: Endorsements = serde_json::from_slice(&json).map_err(|err| {
-            Error::BadRequest(format!("Endorsements is not {{\"Uvm\":[…]}}: {err}"))
-        })?;
+        let json = decode_field(&self.endorsements, RequestField::Endorsements)?;
+        let doc: Endorsements =
+            serde_json::from_slice(&json).map_err(RequestError::Endorsements)?;
         doc.uvm
             .iter()
-            .map(|e| decode_field(e, "Endorsements.Uvm[]"))
+            .map(|e| decode_field(e, RequestField::UvmEndorsement))
             .collect()
     }
 }

@@ -1,0 +1,65 @@
+//! HTTP for confsum: the one place that knows about axum, hyper, tokio,
+//! rustls and ureq.
+//!
+//! - **Serving.** A [`Server`] binds an address, optionally speaks HTTPS
+//!   ([`TlsConfig`], rustls with the *ring* provider), wraps a service's
+//!   axum [`Router`](axum::Router) in the shared [`Limits`] (body size,
+//!   per-process [`RateLimit`], request timeout) and serves it until a
+//!   shutdown future ([`shutdown_signal`]: Ctrl-C or SIGTERM) resolves.
+//!   Errors are one JSON envelope, `{"error":{"code","message"}}`, the
+//!   shape of Key Vault, Managed HSM and Azure Attestation: handlers
+//!   return [`ApiError`], read bodies with [`Body`], and routers fall
+//!   back to [`not_found`] and [`method_not_allowed`].
+//! - **Services.** [`attest::router`] puts `confsum-attest`'s HTTP-free
+//!   [`Service`](confsum_attest::Service) on MAA's paths. A new service
+//!   writes a `Router` the same way and mounts it in two lines:
+//!   `Server::bind(addr)?.serve_blocking(router, shutdown_signal())`.
+//! - **Calling.** One blocking [`Client`] (ureq 3, rustls with *ring*,
+//!   timeouts, an answer-size limit, an optional extra trusted CA) for
+//!   JWKS fetches, attestation requests ([`Client::attest`]), REST calls
+//!   with a bearer token ([`Request`]), and AMD's Key Distribution
+//!   Service ([`KdsFetcher`], a
+//!   [`CertificateFetcher`](confsum_attest::CertificateFetcher)).
+//!
+//! ```
+//! use std::time::SystemTime;
+//! use confsum_attest::{Service, TokenIssuer, TrustedRoots};
+//! use confsum_server::{Client, Server};
+//!
+//! let server = Server::bind("127.0.0.1:0".parse().unwrap())?;
+//! let url = server.url();
+//! let issuer = TokenIssuer::generate(&url)?;
+//! let router = confsum_server::attest::router(Service::new(issuer, TrustedRoots::amd()));
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let serving = std::thread::spawn(move || {
+//!     server.serve_blocking(router, async move {
+//!         let _ = stopped.await;
+//!     })
+//! });
+//!
+//! let jwks = Client::new().fetch_jwks(&format!("{url}/certs"))?;
+//! assert_eq!(jwks.keys.len(), 1);
+//!
+//! stop.send(()).unwrap();
+//! serving.join().unwrap()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod attest;
+mod client;
+mod envelope;
+mod error;
+mod kds;
+mod serve;
+
+pub use crate::{
+    client::{Client, ClientBuilder, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, Method, Request},
+    envelope::{ApiError, Body, RemoteError, error_chain, json, method_not_allowed, not_found},
+    error::Error,
+    kds::{AMD_KDS_URL, KdsFetcher},
+    serve::{Limits, RateLimit, Server, TlsConfig, shutdown_signal},
+};
+
+pub(crate) use crate::envelope::Envelope;
