@@ -7,8 +7,8 @@
 
 use std::hint::black_box;
 
-use confsum_encfs::VerityHasher;
 use confsum_ext4::{Options, convert_tar};
+use confsum_verity::VerityHasher;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sha2::{Digest, Sha256};
 

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use confsum_encfs::{RootHash, VerityHasher};
 use confsum_ext4::{ImageSink, Options, PathPolicy, convert_tar, decompress};
+use confsum_verity::{RootHash, VerityHasher};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Print the dm-verity root hash of container layers, as Azure computes it.
