@@ -1,4 +1,7 @@
 //! The crate's one error type.
+//!
+//! Errors of the ext4 conversion nest whole ([`Error::Ext4`]), so a caller
+//! can still match on the entry a layer was refused for.
 
 use std::io;
 
@@ -9,6 +12,16 @@ pub enum Error {
     /// Reading the data or writing the hash device failed.
     #[error("i/o error")]
     Io(#[from] io::Error),
+
+    /// The start of a layer could not be read to tell its compression
+    /// (gzip, zstd or none), or the zstd decoder could not start.
+    #[error("cannot read the layer's compression header")]
+    Compression(#[source] io::Error),
+
+    /// Converting a layer to ext4 failed: a malformed or refused tar, or an
+    /// error reading the layer or writing the image.
+    #[error("cannot convert the layer to ext4")]
+    Ext4(#[from] confsum_ext4::Error),
 
     /// The data to hash is not a whole number of 4096-byte blocks.
     #[error("data length {len} is not a multiple of the 4096-byte block size")]
