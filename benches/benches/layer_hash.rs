@@ -7,8 +7,8 @@
 
 use std::hint::black_box;
 
-use confsum_encfs::VerityHasher;
-use confsum_ext4::{Options, convert_tar};
+use confsum_ext4::Options;
+use confsum_verity::layer_root_hash;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sha2::{Digest, Sha256};
 
@@ -52,11 +52,7 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(tar.len() as u64));
         g.sample_size(10);
         g.bench_function("confsum", |b| {
-            b.iter(|| {
-                let hasher =
-                    convert_tar(&tar[..], VerityHasher::new(), &Options::default()).unwrap();
-                black_box(hasher.root_hash().unwrap())
-            });
+            b.iter(|| black_box(layer_root_hash(&tar[..], &Options::default()).unwrap()));
         });
         g.bench_function("sha256_one_core", |b| {
             b.iter(|| black_box(Sha256::digest(&tar)));

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use confsum_encfs::{FileKind, FormatOptions, Kdf, Luks2, SealOptions, SealSource, Volume, seal};
+use confsum_ext4::decompress;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,7 +95,8 @@ pub(crate) struct CreateArgs {
         conflicts_with = "from_tar"
     )]
     from: Option<PathBuf>,
-    /// Tar file to seal instead (`-` for standard input).
+    /// Tar file to seal instead, plain, gzip or zstd (`-` for standard
+    /// input).
     #[arg(long, value_name = "TAR")]
     from_tar: Option<PathBuf>,
     /// Image to write.
@@ -337,6 +339,18 @@ fn bar(len: Option<u64>, hidden: bool) -> ProgressBar {
     bar
 }
 
+/// A tar file, or standard input for `-`: plain, gzip or zstd, as
+/// `layer-hash` reads layers.
+fn open_tar(path: &Path) -> Result<Box<dyn Read>> {
+    let input: Box<dyn io::BufRead> = if path.as_os_str() == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        Box::new(io::BufReader::new(file))
+    };
+    decompress(input).context("cannot read the tar's compression header")
+}
+
 fn create(a: &CreateArgs) -> Result<()> {
     if ![512, 1024, 2048, 4096].contains(&a.sector_size) {
         crate::usage_error("--sector-size must be 512, 1024, 2048 or 4096");
@@ -375,29 +389,13 @@ fn create(a: &CreateArgs) -> Result<()> {
     progress.set_message("sealing");
     let mut report = |n: u64| progress.set_position(n);
     let result = match (&a.from, &a.from_tar) {
-        (Some(dir), _) => seal(SealSource::Dir(dir), &a.out, &secret, &options, &mut report),
-        (None, Some(tar)) if tar.as_os_str() == "-" => {
-            let mut input = io::stdin().lock();
-            seal(
-                SealSource::Tar(&mut input),
-                &a.out,
-                &secret,
-                &options,
-                &mut report,
-            )
-        }
-        (None, Some(tar)) => {
-            let mut input = io::BufReader::new(
-                File::open(tar).with_context(|| format!("cannot open {}", tar.display()))?,
-            );
-            seal(
-                SealSource::Tar(&mut input),
-                &a.out,
-                &secret,
-                &options,
-                &mut report,
-            )
-        }
+        (Some(dir), _) => seal(SealSource::Dir(dir), &a.out, &secret, &options, &mut report)
+            .map_err(anyhow::Error::from),
+        // No `?` here: a key made for this image must go if the input fails.
+        (None, Some(tar)) => open_tar(tar).and_then(|mut input| {
+            let source = SealSource::Tar(&mut input);
+            Ok(seal(source, &a.out, &secret, &options, &mut report)?)
+        }),
         (None, None) => bail!("--from or --from-tar is required"),
     };
     progress.finish_and_clear();

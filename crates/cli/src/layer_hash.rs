@@ -1,13 +1,13 @@
 //! `confsum layer-hash`: the dm-verity root hash Azure computes for a layer.
 
 use std::fs::File;
-use std::io::{self, BufReader, IsTerminal, Read};
+use std::io::{self, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use confsum_encfs::{RootHash, VerityHasher};
-use confsum_ext4::{ImageSink, Options, PathPolicy, convert_tar, decompress};
+use confsum_ext4::{ImageSink, Options, PathPolicy};
+use confsum_verity::{RootHash, layer_root_hash, layer_root_hash_with_image};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Print the dm-verity root hash of container layers, as Azure computes it.
@@ -77,11 +77,10 @@ fn hash_one(file: &Path, args: &Args, options: &Options) -> Result<RootHash> {
         (Box::new(f), len)
     };
     let progress = progress_bar(len, args.no_progress);
-    let input = BufReader::with_capacity(1 << 20, progress.wrap_read(input));
-    let tar = decompress(input).context("cannot read the compression header")?;
+    let input = progress.wrap_read(input);
 
     let root = match &args.image_out {
-        None => convert_tar(tar, VerityHasher::new(), options)?.root_hash()?,
+        None => layer_root_hash(input, options)?,
         Some(out) => {
             let dir = match out.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d,
@@ -89,9 +88,7 @@ fn hash_one(file: &Path, args: &Args, options: &Options) -> Result<RootHash> {
             };
             let tmp = tempfile::NamedTempFile::new_in(dir)
                 .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-            let sink = (ImageSink::new(tmp), VerityHasher::new());
-            let (image, hasher) = convert_tar(tar, sink, options)?;
-            let root = hasher.root_hash()?;
+            let (root, image) = layer_root_hash_with_image(input, options, ImageSink::new(tmp))?;
             let tmp = image.into_inner();
             tmp.as_file().sync_all().context("cannot flush the image")?;
             tmp.persist(out)

@@ -151,6 +151,115 @@ fn create_read_rotate_and_remove_keys() {
     assert!(err.contains("no key slot opens with this key"), "{err}");
 }
 
+/// The documents of `docs`, as a tar.
+fn docs_tar() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in [
+        ("a.txt", b"secret\n".to_vec()),
+        ("sub/n.bin", vec![9u8; 300_000]),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, path, &data[..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// `--from-tar` reads what `layer-hash` reads: gzip and zstd tars, from a
+/// file or from standard input.
+#[test]
+fn create_from_gzip_and_zstd_tars() {
+    let Some(cryptsetup) = cryptsetup() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let tar = docs_tar();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).unwrap();
+    let gz = gz.finish().unwrap();
+    let zst = zstd::encode_all(&tar[..], 3).unwrap();
+    fs::write(d.join("docs.tar.gz"), &gz).unwrap();
+    fs::write(d.join("docs.tar.zst"), &zst).unwrap();
+
+    for (name, from, stdin) in [
+        ("gz-file", "docs.tar.gz", &b""[..]),
+        ("zst-file", "docs.tar.zst", &b""[..]),
+        ("gz-stdin", "-", &gz[..]),
+        ("zst-stdin", "-", &zst[..]),
+    ] {
+        let (img, key) = (format!("{name}.img"), format!("{name}.key"));
+        ok(&confsum(
+            d,
+            &[
+                "encfs",
+                "create",
+                "--from-tar",
+                from,
+                "--out",
+                &img,
+                "-k",
+                &key,
+            ],
+            stdin,
+        ));
+        assert!(
+            opens(&cryptsetup, d, &img, &key),
+            "{name}: cryptsetup opens it"
+        );
+        assert_eq!(
+            ok(&confsum(
+                d,
+                &["encfs", "cat", &img, "/a.txt", "-k", &key],
+                b""
+            )),
+            "secret\n",
+            "{name}"
+        );
+        let listing = ok(&confsum(d, &["encfs", "ls", &img, "/sub", "-k", &key], b""));
+        assert!(listing.contains("300000 n.bin"), "{name}: {listing}");
+    }
+}
+
+/// A tar that cannot be opened or read fails before anything is sealed, and
+/// the key file made for the image goes with it.
+#[test]
+fn a_bad_tar_leaves_no_key_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let mut truncated_gz =
+        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    truncated_gz.write_all(&docs_tar()).unwrap();
+    let mut truncated_gz = truncated_gz.finish().unwrap();
+    truncated_gz.truncate(truncated_gz.len() / 2);
+    fs::write(d.join("cut.tar.gz"), &truncated_gz).unwrap();
+    for (from, why) in [
+        ("missing.tar", "cannot open missing.tar"),
+        ("cut.tar.gz", "malformed tar"),
+    ] {
+        let out = confsum(
+            d,
+            &[
+                "encfs",
+                "create",
+                "--from-tar",
+                from,
+                "--out",
+                "enc.img",
+                "-k",
+                "new.key",
+            ],
+            b"",
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(why), "{from}: {err}");
+        assert!(!d.join("new.key").exists(), "{from}: key file left behind");
+        assert!(!d.join("enc.img").exists(), "{from}: image left behind");
+    }
+}
+
 #[test]
 fn passphrase_slots_use_argon2id() {
     let Some(cryptsetup) = cryptsetup() else {

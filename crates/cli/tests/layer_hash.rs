@@ -130,7 +130,7 @@ fn image_out_writes_the_image_and_nothing_on_failure() {
     // The image on disk is the one hashed: veritysetup-style root over its bytes.
     let image = std::fs::read(&img).unwrap();
     assert_eq!(
-        confsum_encfs::root_hash(&image[..]).unwrap().to_string(),
+        confsum_verity::root_hash(&image[..]).unwrap().to_string(),
         root[..64]
     );
 

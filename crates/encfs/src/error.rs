@@ -1,7 +1,7 @@
 //! The crate's one error type.
 //!
 //! One enum for the whole crate keeps `?` simple for callers that mix
-//! dm-verity and LUKS2 operations; it is `#[non_exhaustive]` so new
+//! LUKS2 headers, sealing and reading; it is `#[non_exhaustive]` so new
 //! variants are not breaking changes.
 
 use std::io;
@@ -13,34 +13,6 @@ pub enum Error {
     /// Reading or writing failed.
     #[error("i/o error")]
     Io(#[from] io::Error),
-
-    /// The data to hash is not a whole number of 4096-byte blocks.
-    #[error("data length {len} is not a multiple of the 4096-byte block size")]
-    NotBlockAligned {
-        /// Length of the data in bytes.
-        len: u64,
-    },
-
-    /// There is no data to hash; a dm-verity tree needs at least one block.
-    #[error("no data blocks to hash")]
-    EmptyData,
-
-    /// A block overwrite named a block that has not been written yet.
-    #[error("cannot overwrite block {index}: only {blocks} whole blocks have been written")]
-    OverwritePastEnd {
-        /// The block that was to be overwritten.
-        index: u64,
-        /// How many whole blocks had been written.
-        blocks: u64,
-    },
-
-    /// Bytes that should hold a dm-verity superblock do not.
-    #[error("bad dm-verity superblock: {0}")]
-    BadVeritySuperblock(&'static str),
-
-    /// A root hash string is not 64 hex digits.
-    #[error("bad dm-verity root hash")]
-    BadRootHash(#[source] hex::FromHexError),
 
     /// No key slot of a LUKS2 image opens with the passphrase given. This
     /// one error covers every way a passphrase can fail, so that it tells
@@ -127,18 +99,4 @@ pub enum Error {
         /// The size the header and content need.
         needed: u64,
     },
-}
-
-impl Error {
-    /// Turns the error into an [`io::Error`] for [`confsum_ext4::BlockSink`],
-    /// without burying an I/O error one level deeper.
-    pub(crate) fn into_io(self) -> io::Error {
-        match self {
-            Error::Io(e) => e,
-            Error::BadVeritySuperblock(_) | Error::BadRootHash(_) | Error::BadHeader(_) => {
-                io::Error::new(io::ErrorKind::InvalidData, self)
-            }
-            other => io::Error::new(io::ErrorKind::InvalidInput, other),
-        }
-    }
 }

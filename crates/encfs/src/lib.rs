@@ -1,4 +1,4 @@
-//! LUKS2 images and dm-verity hash trees.
+//! LUKS2 images: the data owner's sealed documents.
 //!
 //! The data owner seals documents into a LUKS2 image ([`seal`]) that Azure's
 //! encrypted-filesystem sidecar opens with the kernel's `cryptsetup open` and
@@ -8,26 +8,23 @@
 //! [`Luks2`] manages key slots, so the key the HSM releases can be rotated
 //! without re-encrypting the data.
 //!
-//! Azure names each container layer by the dm-verity root hash of its ext4
-//! image, so the policy side of the project needs trees that match hcsshim
-//! exactly; [`VerityHasher`] computes one while the image is being written,
-//! and [`VerityTree::write_hash_device`] writes the hash device that
-//! `veritysetup` and the kernel read.
-//!
 //! ```
-//! use confsum_ext4::BlockSink;
-//! use confsum_encfs::{VerityHasher, root_hash};
+//! use confsum_encfs::{SealOptions, SealSource, Volume, seal};
 //!
-//! // An image of one data block followed by a zero block.
-//! let mut hasher = VerityHasher::new();
-//! hasher.append(&[0xab; 4096])?;
-//! hasher.append_zeros(4096)?;
-//! let root = hasher.root_hash()?;
+//! let dir = tempfile::tempdir()?;
+//! let docs = dir.path().join("docs");
+//! std::fs::create_dir(&docs)?;
+//! std::fs::write(docs.join("a.txt"), "secret\n")?;
 //!
-//! let mut image = vec![0xab; 4096];
-//! image.resize(8192, 0);
-//! assert_eq!(root, root_hash(&image[..])?);
-//! assert_eq!(root.to_string().len(), 64);
+//! // The recipe unlocks keyslot 0 with a random 32-byte key file.
+//! let key = [7u8; 32];
+//! let img = dir.path().join("docs.img");
+//! seal(SealSource::Dir(&docs), &img, &key, &SealOptions::default(), &mut |_| {})?;
+//!
+//! let fs = Volume::open(&img, &key)?.filesystem()?;
+//! let mut text = Vec::new();
+//! fs.copy_to("/a.txt", &mut text)?;
+//! assert_eq!(text, b"secret\n");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -37,7 +34,6 @@ mod crypt;
 mod error;
 mod luks2;
 mod seal;
-mod verity;
 mod volume;
 
 pub use crate::{
@@ -45,6 +41,5 @@ pub use crate::{
     error::Error,
     luks2::{FormatOptions, Kdf, KeyslotInfo, KeyslotPriority, Luks2},
     seal::{SealOptions, SealReport, SealSource, seal},
-    verity::{RootHash, VerityHasher, VeritySuperblock, VerityTree, root_hash},
     volume::{EntryInfo, FileKind, Filesystem, Volume},
 };

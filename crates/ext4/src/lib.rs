@@ -6,7 +6,8 @@
 //! This crate lays out the same image, byte for byte, from a tar stream or a
 //! directory, and streams it into any [`BlockSink`]: a file, a hasher, or both.
 //! Nothing is buffered beyond the file-system metadata, so multi-gigabyte
-//! layers never need to fit in memory.
+//! layers never need to fit in memory. The layer hash itself, in one call,
+//! is `confsum_verity::layer_root_hash`.
 //!
 //! ```
 //! use confsum_ext4::{convert_tar, ImageSink, Options};

@@ -8,14 +8,14 @@ use std::io::Write;
 
 use rayon::prelude::*;
 
-use super::hasher::pool;
-use super::superblock::VeritySuperblock;
-use super::{BLOCK_SIZE, HASH_SIZE, HASHES_PER_BLOCK, RootHash, salted_hash};
 use crate::Error;
+use crate::hasher::pool;
+use crate::root::{BLOCK_SIZE, HASH_SIZE, HASHES_PER_BLOCK, RootHash, salted_hash};
+use crate::superblock::VeritySuperblock;
 
 type Hash = [u8; HASH_SIZE];
 
-/// A complete dm-verity hash tree, as built by [`super::VerityHasher`].
+/// A complete dm-verity hash tree, as built by [`VerityHasher`](crate::VerityHasher).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerityTree {
     /// Levels bottom up: `levels[0]` holds one hash per data block, the last
@@ -26,7 +26,7 @@ pub struct VerityTree {
 
 impl VerityTree {
     /// Builds the upper levels over the leaf hashes.
-    pub(super) fn from_leaves(leaves: Vec<Hash>) -> Result<Self, Error> {
+    pub(crate) fn from_leaves(leaves: Vec<Hash>) -> Result<Self, Error> {
         if leaves.is_empty() {
             return Err(Error::EmptyData);
         }

@@ -1,7 +1,7 @@
-//! dm-verity hash trees, as hcsshim computes them for container layers.
+//! The tree's parameters, the root hash, and hashing data already written.
 //!
 //! Azure identifies each container layer by the dm-verity root hash of the
-//! layer's ext4 image, so this module must agree bit for bit with hcsshim's
+//! layer's ext4 image, so this crate must agree bit for bit with hcsshim's
 //! `ext4/dmverity` (and, for two or more data blocks, with `veritysetup`):
 //! SHA-256, 4096-byte data and hash blocks, and a salt of 32 zero bytes put
 //! in front of every block before it is hashed. Each level is the
@@ -12,11 +12,7 @@
 //! hcsshim always builds at least one level. For a single data block the
 //! kernel and `veritysetup` build none and use the salted hash of the data
 //! block itself as the root, so the two roots differ in that one case. This
-//! module follows hcsshim; a layer image is never one block long.
-
-mod hasher;
-mod superblock;
-mod tree;
+//! crate follows hcsshim; a layer image is never one block long.
 
 use std::fmt;
 use std::io::{ErrorKind, Read};
@@ -25,11 +21,7 @@ use std::str::FromStr;
 use confsum_ext4::BlockSink;
 use sha2::{Digest, Sha256};
 
-use crate::Error;
-
-pub use self::hasher::VerityHasher;
-pub use self::superblock::VeritySuperblock;
-pub use self::tree::VerityTree;
+use crate::{Error, VerityHasher};
 
 /// Size of every data block and hash block.
 pub(crate) const BLOCK_SIZE: usize = confsum_ext4::BLOCK_SIZE;

@@ -5,8 +5,8 @@
 //! little-endian); decoding checks what cryptsetup's `VERITY_read_sb`
 //! checks, since a device this accepts should be one cryptsetup accepts.
 
-use super::{BLOCK_SIZE, SALT};
 use crate::Error;
+use crate::root::{BLOCK_SIZE, SALT};
 
 const SIGNATURE: [u8; 8] = *b"verity\0\0";
 const ALGORITHM_LEN: usize = 32;
@@ -113,34 +113,34 @@ impl VeritySuperblock {
         let mut r = Reader(
             bytes
                 .get(..Self::SIZE)
-                .ok_or(Error::BadVeritySuperblock("shorter than 512 bytes"))?,
+                .ok_or(Error::BadSuperblock("shorter than 512 bytes"))?,
         );
         if r.array::<8>()? != SIGNATURE {
-            return Err(Error::BadVeritySuperblock("no \"verity\" signature"));
+            return Err(Error::BadSuperblock("no \"verity\" signature"));
         }
         if u32::from_le_bytes(r.array()?) != 1 {
-            return Err(Error::BadVeritySuperblock("unsupported version"));
+            return Err(Error::BadSuperblock("unsupported version"));
         }
         let hash_type = u32::from_le_bytes(r.array()?);
         if hash_type > 1 {
-            return Err(Error::BadVeritySuperblock("unsupported hash type"));
+            return Err(Error::BadSuperblock("unsupported hash type"));
         }
         let uuid = r.array()?;
         let name: [u8; ALGORITHM_LEN] = r.array()?;
         let len = name
             .iter()
             .position(|&b| b == 0)
-            .ok_or(Error::BadVeritySuperblock("algorithm name not terminated"))?;
+            .ok_or(Error::BadSuperblock("algorithm name not terminated"))?;
         let algorithm = name
             .get(..len)
             .filter(|n| !n.is_empty() && n.iter().all(u8::is_ascii_graphic))
             .and_then(|n| std::str::from_utf8(n).ok())
-            .ok_or(Error::BadVeritySuperblock("bad algorithm name"))?
+            .ok_or(Error::BadSuperblock("bad algorithm name"))?
             .to_owned();
         let data_block_size = u32::from_le_bytes(r.array()?);
         let hash_block_size = u32::from_le_bytes(r.array()?);
         if !block_size_ok(data_block_size) || !block_size_ok(hash_block_size) {
-            return Err(Error::BadVeritySuperblock("unsupported block size"));
+            return Err(Error::BadSuperblock("unsupported block size"));
         }
         let data_blocks = u64::from_le_bytes(r.array()?);
         let salt_len = usize::from(u16::from_le_bytes(r.array()?));
@@ -148,7 +148,7 @@ impl VeritySuperblock {
         let salt_area: [u8; MAX_SALT_LEN] = r.array()?;
         let salt = salt_area
             .get(..salt_len)
-            .ok_or(Error::BadVeritySuperblock("salt longer than 256 bytes"))?
+            .ok_or(Error::BadSuperblock("salt longer than 256 bytes"))?
             .to_vec();
         Ok(VeritySuperblock {
             hash_type,
@@ -187,7 +187,7 @@ impl Reader<'_> {
         let (head, rest) = self
             .0
             .split_first_chunk::<N>()
-            .ok_or(Error::BadVeritySuperblock("truncated"))?;
+            .ok_or(Error::BadSuperblock("truncated"))?;
         self.0 = rest;
         Ok(*head)
     }

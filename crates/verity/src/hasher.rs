@@ -15,9 +15,9 @@ use confsum_ext4::BlockSink;
 use rayon::prelude::*;
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
-use super::tree::VerityTree;
-use super::{BLOCK_SIZE, HASH_SIZE, RootHash, ZERO_BLOCK_HASH, salted_hash};
 use crate::Error;
+use crate::root::{BLOCK_SIZE, HASH_SIZE, RootHash, ZERO_BLOCK_HASH, salted_hash};
+use crate::tree::VerityTree;
 
 /// Bytes per batch: enough blocks to keep every core busy, few enough that
 /// the first batch starts hashing soon.
@@ -38,6 +38,22 @@ type Hash = [u8; HASH_SIZE];
 ///
 /// Call [`VerityHasher::root_hash`] or [`VerityHasher::into_tree`] at the
 /// end; calling [`BlockSink::finish`] first is allowed but not needed.
+///
+/// ```
+/// use confsum_ext4::BlockSink;
+/// use confsum_verity::{VerityHasher, root_hash};
+///
+/// // An image of one data block followed by a zero block.
+/// let mut hasher = VerityHasher::new();
+/// hasher.append(&[0xab; 4096])?;
+/// hasher.append_zeros(4096)?;
+/// let root = hasher.root_hash()?;
+///
+/// let mut image = vec![0xab; 4096];
+/// image.resize(8192, 0);
+/// assert_eq!(root, root_hash(&image[..])?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct VerityHasher {
     /// Bytes not yet handed to a worker. Starts at a block boundary and may
     /// end with part of a block.
@@ -295,7 +311,7 @@ impl BlockSink for VerityHasher {
 /// A pool of our own rather than rayon's global one: callers may drive a
 /// hasher from a global-pool thread (say, one layer per thread), and waiting
 /// for a batch there could block every thread the batch needs.
-pub(super) fn pool() -> Option<&'static ThreadPool> {
+pub(crate) fn pool() -> Option<&'static ThreadPool> {
     static POOL: OnceLock<Option<ThreadPool>> = OnceLock::new();
     POOL.get_or_init(|| {
         ThreadPoolBuilder::new()
@@ -309,7 +325,7 @@ pub(super) fn pool() -> Option<&'static ThreadPool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verity::root_hash;
+    use crate::root::root_hash;
 
     fn pseudo_random(len: usize, mut seed: u64) -> Vec<u8> {
         (0..len)

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use common::{run, run_ok};
 
-use confsum_encfs::{Error, RootHash, VerityHasher, VeritySuperblock, root_hash};
 use confsum_ext4::BlockSink;
+use confsum_verity::{Error, RootHash, VerityHasher, VeritySuperblock, root_hash};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
@@ -331,10 +331,10 @@ fn malformed_superblocks_are_rejected() {
     ];
     for (name, bytes) in &cases {
         match VeritySuperblock::decode(bytes) {
-            Err(Error::BadVeritySuperblock(why)) => {
+            Err(Error::BadSuperblock(why)) => {
                 assert!(!why.is_empty() && why.chars().next().unwrap().is_lowercase());
             }
-            other => panic!("{name}: expected BadVeritySuperblock, got {other:?}"),
+            other => panic!("{name}: expected BadSuperblock, got {other:?}"),
         }
     }
 
