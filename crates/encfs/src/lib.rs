@@ -40,6 +40,6 @@ pub use crate::{
     crypt::{SectorCipher, VolumeKey},
     error::Error,
     luks2::{FormatOptions, Kdf, KeyslotInfo, KeyslotPriority, Luks2},
-    seal::{SealOptions, SealReport, SealSource, seal},
+    seal::{SealOptions, SealReport, SealSource, seal, seal_into},
     volume::{EntryInfo, FileKind, Filesystem, Volume},
 };

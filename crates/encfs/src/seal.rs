@@ -86,6 +86,11 @@ pub struct SealReport {
 /// Seals `source` into a new LUKS2 image at `out`, with keyslot 0 opened by
 /// `passphrase` (the recipe uses a 32-byte random key file). `progress` is
 /// called with the number of image bytes written so far.
+///
+/// The image is written under a temporary name in `out`'s directory and
+/// renamed into place once complete and flushed; on any error the
+/// temporary file is removed. Callers with their own policy for outputs
+/// use [`seal_into`].
 pub fn seal(
     source: SealSource<'_>,
     out: &Path,
@@ -100,6 +105,31 @@ pub fn seal(
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    // Dropped (and so deleted) on any error below.
+    let tmp = tempfile::Builder::new()
+        .prefix(".confsum-seal-")
+        .tempfile_in(dir)?;
+    let report = seal_into(source, tmp.as_file(), passphrase, options, progress)?;
+    tmp.as_file().sync_all()?;
+    let persisted = if options.overwrite {
+        tmp.persist(out).map(drop)
+    } else {
+        tmp.persist_noclobber(out).map(drop)
+    };
+    persisted.map_err(|e| Error::Io(e.error))?;
+    Ok(report)
+}
+
+/// Seals `source` into `file`, an empty file opened for writing: the same
+/// image as [`seal`], without the temporary name, the rename or the flush,
+/// which are the caller's. [`SealOptions::overwrite`] is not used.
+pub fn seal_into(
+    source: SealSource<'_>,
+    file: &File,
+    passphrase: &[u8],
+    options: &SealOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<SealReport, Error> {
     let key = VolumeKey::generate(64)?;
     let (luks, header) = Luks2::format(&key, passphrase, &options.format)?;
     let data_offset = luks.data_offset();
@@ -119,14 +149,9 @@ pub fn seal(
         None => Writable::with_free_space(options.free_space),
     });
 
-    // Dropped (and so deleted) on any error below.
-    let tmp = tempfile::Builder::new()
-        .prefix(".confsum-seal-")
-        .tempfile_in(dir)?;
-    tmp.as_file().write_all_at(&header, 0)?;
+    file.write_all_at(&header, 0)?;
     progress(header.len() as u64);
     let cipher = SectorCipher::new(&key, luks.sector_size(), luks.iv_tweak())?;
-    let file = tmp.as_file();
 
     // Three stages: this thread lays out the file system, one thread
     // encrypts (on every core), one writes; each works on its own batch.
@@ -168,15 +193,8 @@ pub fn seal(
             });
         }
         // Round a forced size down to whole blocks, as the file system is.
-        tmp.as_file().set_len(image_size)?;
+        file.set_len(image_size)?;
     }
-    tmp.as_file().sync_all()?;
-    let persisted = if options.overwrite {
-        tmp.persist(out).map(drop)
-    } else {
-        tmp.persist_noclobber(out).map(drop)
-    };
-    persisted.map_err(|e| Error::Io(e.error))?;
     Ok(SealReport {
         image_size,
         filesystem_size,
