@@ -12,6 +12,8 @@ use confsum_attest::{
 };
 use confsum_server::{Client, Server, TlsConfig};
 
+use crate::fsio::Output;
+
 /// SEV-SNP attestation reports and attestation tokens.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
@@ -85,6 +87,9 @@ pub(crate) struct EmulateArgs {
     /// Where to write the PEM chain (VCEK, ASK, ARK).
     #[arg(long, value_name = "C")]
     out_certs: PathBuf,
+    /// Replace existing output files.
+    #[arg(long)]
+    force: bool,
 }
 
 /// Print the fields of an attestation report.
@@ -227,7 +232,7 @@ fn serve(a: &ServeArgs) -> Result<()> {
              tokens for it prove nothing about hardware (they carry x-confsum-insecure-emulated)"
         );
     }
-    let mut stdout = io::stdout().lock();
+    let mut stdout = crate::fsio::stdout();
     writeln!(stdout, "listening on {url}")?;
     writeln!(stdout, "issuer {issuer}")?;
     stdout.flush()?;
@@ -242,29 +247,54 @@ fn serve(a: &ServeArgs) -> Result<()> {
 
 fn emulate(a: &EmulateArgs) -> Result<()> {
     eprintln!("{INSECURE_WARNING}");
+    if same_file(&a.out_report, &a.out_certs) {
+        crate::usage_error("--out-report and --out-certs name the same file");
+    }
+    let report_out = Output::create(&a.out_report, "--out-report", a.force)?;
+    let certs_out = Output::create(&a.out_certs, "--out-certs", a.force)?;
     let tee = load_or_create_tee(&a.state)?;
     let report = tee.report(&a.report_data, &a.host_data);
-    std::fs::write(&a.out_report, &report)
-        .with_context(|| format!("cannot write {}", a.out_report.display()))?;
-    std::fs::write(&a.out_certs, tee.cert_chain_pem()?)
-        .with_context(|| format!("cannot write {}", a.out_certs.display()))?;
-    Ok(())
+    let write = |out: &Output, data: &[u8], path: &Path| {
+        out.file()
+            .write_all(data)
+            .with_context(|| format!("cannot write {}", path.display()))
+    };
+    write(&report_out, &report, &a.out_report)?;
+    write(&certs_out, tee.cert_chain_pem()?.as_bytes(), &a.out_certs)?;
+    // Both or neither: the certificates are committed together with the report.
+    report_out.commit([])?;
+    certs_out.commit([])
+}
+
+/// Whether two paths name one file, now or once created (same spelling
+/// after resolving the directory).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let resolve = |p: &Path| {
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        dir.canonicalize()
+            .ok()
+            .map(|d| d.join(p.file_name().unwrap_or_default()))
+    };
+    a == b || matches!((resolve(a), resolve(b)), (Some(x), Some(y)) if x == y)
 }
 
 fn show(a: &ShowArgs) -> Result<()> {
-    let report = AttestationReport::parse(&crate::read_input(&a.report)?)
+    let report = AttestationReport::parse(&crate::fsio::read_input(&a.report)?)
         .with_context(|| format!("{} is not an attestation report", a.report.display()))?;
-    print!("{}", report.describe());
+    write!(crate::fsio::stdout(), "{}", report.describe())?;
     Ok(())
 }
 
 fn load_chain(path: &Path) -> Result<CertChain> {
-    CertChain::from_bytes(&crate::read_input(path)?)
+    CertChain::from_bytes(&crate::fsio::read_input(path)?)
         .with_context(|| format!("cannot read certificates from {}", path.display()))
 }
 
 fn verify(a: &VerifyArgs) -> Result<()> {
-    let report = crate::read_input(&a.report)?;
+    let report = crate::fsio::read_input(&a.report)?;
     let chain = load_chain(&a.certs)?;
     let verified = Verifier::new(TrustedRoots::amd())
         .verify(&report, &chain, SystemTime::now())
@@ -277,11 +307,12 @@ fn verify(a: &VerifyArgs) -> Result<()> {
     options.measurements = (!a.measurements.is_empty()).then(|| a.measurements.clone());
     validate(verified.report(), &options).context("the report verifies but does not validate")?;
     let product = verified.product().map_or("unknown", |p| p.name());
-    println!(
+    writeln!(
+        crate::fsio::stdout(),
         "ok: signed by the {} of an AMD {product}, host_data {}",
         verified.signing_key().name(),
         hex::encode(verified.report().host_data)
-    );
+    )?;
     Ok(())
 }
 
@@ -290,26 +321,39 @@ fn token_verify(a: &TokenVerifyArgs) -> Result<()> {
         let mut client = Client::builder();
         if let Some(ca) = &a.ca {
             client = client
-                .add_root_pem(&crate::read_input(ca)?)
+                .add_root_pem(&crate::fsio::read_input(ca)?)
                 .with_context(|| format!("{} is not a PEM CA certificate", ca.display()))?;
         }
         client.build().fetch_jwks(&a.jwks)?
     } else {
-        Jwks::from_json(&crate::read_input(Path::new(&a.jwks))?)
+        Jwks::from_json(&crate::fsio::read_input(Path::new(&a.jwks))?)
             .with_context(|| format!("{} is not a JWKS", a.jwks))?
     };
-    let token = if a.token == "-" {
-        String::from_utf8(crate::read_input(Path::new("-"))?).context("the token is not text")?
-    } else if Path::new(&a.token).is_file() {
-        String::from_utf8(crate::read_input(Path::new(&a.token))?)
-            .context("the token is not text")?
-    } else {
-        a.token.clone()
-    };
+    let token = token_text(&a.token)?;
     let claims = TokenVerifier::new(jwks, &a.issuer)
         .leeway(Duration::from_secs(a.leeway))
         .verify(token.trim(), SystemTime::now())
         .context("the token does not verify")?;
-    println!("{}", serde_json::to_string_pretty(&claims)?);
+    writeln!(
+        crate::fsio::stdout(),
+        "{}",
+        serde_json::to_string_pretty(&claims)?
+    )?;
     Ok(())
+}
+
+/// A token given on the command line: `-` (standard input), a file, or the
+/// token itself. A compact JWS is base64url and dots, never a `/`, so an
+/// argument with a `/` is always a path.
+fn token_text(arg: &str) -> Result<String> {
+    let path = Path::new(arg);
+    let looks_like_token = arg.split('.').count() == 3
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '='));
+    if arg == "-" || path.exists() || !looks_like_token {
+        let bytes = crate::fsio::read_input(path)?;
+        return String::from_utf8(bytes).with_context(|| format!("{arg} is not text"));
+    }
+    Ok(arg.to_owned())
 }

@@ -1,18 +1,19 @@
 //! `confsum encfs`: the data owner's encrypted file system images.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use confsum_encfs::{FileKind, FormatOptions, Kdf, Luks2, SealOptions, SealSource, Volume, seal};
-use confsum_ext4::decompress;
-use indicatif::{ProgressBar, ProgressStyle};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use confsum_encfs::{
+    FileKind, FormatOptions, Kdf, Luks2, SealOptions, SealSource, Volume, seal_into,
+};
+
+use crate::fsio::{Created, ExtractDir, Output, commit_guard, open_tar, refuse_inside};
+use crate::progress;
 
 use zeroize::Zeroizing;
 
@@ -282,9 +283,11 @@ fn existing_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
     read_key_file(path)
 }
 
-/// Creates a 32-byte random key file with mode 0600. An existing file is only
-/// replaced with `force`, and then through a rename, never truncated in place.
-fn new_key_file(path: &Path, force: bool) -> Result<Zeroizing<Vec<u8>>> {
+/// Creates a 32-byte random key file with mode 0600, returned with the
+/// guard that removes it again unless the run succeeds. An existing file is
+/// only replaced with `force`, and then through a rename, never truncated
+/// in place.
+fn new_key_file(path: &Path, force: bool) -> Result<(Zeroizing<Vec<u8>>, Created)> {
     if path.exists() && !force {
         bail!(
             "key file {} already exists; pass --force to replace it (data sealed with it becomes unreadable)",
@@ -304,13 +307,18 @@ fn new_key_file(path: &Path, force: bool) -> Result<Zeroizing<Vec<u8>>> {
         .with_context(|| format!("cannot create a key file in {}", dir.display()))?;
     tmp.write_all(&key)?;
     tmp.as_file().sync_all()?;
+    // Renamed and registered in one step, so an interrupt cannot leave an
+    // unregistered key behind.
+    let _commit = commit_guard();
     let persisted = if force {
         tmp.persist(path).map(drop)
     } else {
         tmp.persist_noclobber(path).map(drop)
     };
-    persisted.with_context(|| format!("cannot write key file {}", path.display()))?;
-    Ok(key)
+    persisted.map_err(|e| {
+        anyhow::Error::new(e.error).context(format!("cannot write key file {}", path.display()))
+    })?;
+    Ok((key, Created::file(path)))
 }
 
 fn kdf(name: KdfName, cost: &KdfCost) -> Kdf {
@@ -326,50 +334,30 @@ fn kdf(name: KdfName, cost: &KdfCost) -> Kdf {
     }
 }
 
-fn bar(len: Option<u64>, hidden: bool) -> ProgressBar {
-    if hidden || !io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = len.map_or_else(ProgressBar::no_length, ProgressBar::new);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} {msg} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-    ) {
-        bar.set_style(style);
-    }
-    bar
-}
-
 /// A tar file, or standard input for `-`: plain, gzip or zstd, as
 /// `layer-hash` reads layers.
-fn open_tar(path: &Path) -> Result<Box<dyn Read>> {
-    let input: Box<dyn io::BufRead> = if path.as_os_str() == "-" {
-        Box::new(io::stdin().lock())
-    } else {
-        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        Box::new(io::BufReader::new(file))
-    };
-    decompress(input).context("cannot read the tar's compression header")
-}
-
 fn create(a: &CreateArgs) -> Result<()> {
     if ![512, 1024, 2048, 4096].contains(&a.sector_size) {
         crate::usage_error("--sector-size must be 512, 1024, 2048 or 4096");
     }
-    if a.out.exists() && !a.force {
-        bail!(
-            "{} already exists; pass --force to replace it",
-            a.out.display()
-        );
-    }
     if let Some(dir) = &a.from {
         if !dir.is_dir() {
-            bail!("{} is not a directory", dir.display());
+            bail!("--from {} is not a directory", dir.display());
+        }
+        refuse_inside(&a.out, "--out", dir, "--from")?;
+        if let Some(key) = &a.key_file {
+            refuse_inside(key, "--key-file", dir, "--from")?;
         }
     }
+    // Before the key file, so a bad --out leaves no key behind.
+    let output = Output::create(&a.out, "--out", a.force)?;
     let (secret, default_kdf, created_key) = match &a.key_file {
-        Some(path) if path.exists() => (existing_key_file(path)?, KdfName::Pbkdf2, false),
-        Some(path) => (new_key_file(path, false)?, KdfName::Pbkdf2, true),
-        None => (read_passphrase()?, KdfName::Argon2id, false),
+        Some(path) if path.exists() => (existing_key_file(path)?, KdfName::Pbkdf2, None),
+        Some(path) => {
+            let (key, created) = new_key_file(path, false)?;
+            (key, KdfName::Pbkdf2, Some(created))
+        }
+        None => (read_passphrase()?, KdfName::Argon2id, None),
     };
     let mut options = SealOptions::default();
     options.format = FormatOptions::recipe();
@@ -377,35 +365,24 @@ fn create(a: &CreateArgs) -> Result<()> {
     options.format.kdf = kdf(a.kdf.unwrap_or(default_kdf), &a.cost);
     options.size = a.size;
     options.free_space = a.free_space;
-    options.overwrite = a.force;
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&interrupted);
-    // Ctrl-C or SIGTERM stop sealing cleanly: no partial image, no key.
-    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
-        .context("cannot install the interrupt handler")?;
-    options.cancel = Some(interrupted);
 
-    let progress = bar(a.size, a.no_progress);
-    progress.set_message("sealing");
+    // The image's size is known up front only with --size.
+    let progress = progress::bytes(a.size, "sealing", a.no_progress);
     let mut report = |n: u64| progress.set_position(n);
+    let file = output.file();
+    // An error drops `output` and `created_key`, which removes both.
     let result = match (&a.from, &a.from_tar) {
-        (Some(dir), _) => seal(SealSource::Dir(dir), &a.out, &secret, &options, &mut report)
+        (Some(dir), _) => seal_into(SealSource::Dir(dir), file, &secret, &options, &mut report)
             .map_err(anyhow::Error::from),
-        // No `?` here: a key made for this image must go if the input fails.
-        (None, Some(tar)) => open_tar(tar).and_then(|mut input| {
+        (None, Some(tar)) => open_tar(tar, |r, _| r).and_then(|mut input| {
             let source = SealSource::Tar(&mut input);
-            Ok(seal(source, &a.out, &secret, &options, &mut report)?)
+            Ok(seal_into(source, file, &secret, &options, &mut report)?)
         }),
         (None, None) => bail!("--from or --from-tar is required"),
     };
     progress.finish_and_clear();
-    if result.is_err() && created_key {
-        if let Some(path) = &a.key_file {
-            // The key we just made opens nothing; leaving it would only mislead.
-            let _ = fs::remove_file(path);
-        }
-    }
     let report = result.with_context(|| format!("cannot seal into {}", a.out.display()))?;
+    output.commit(created_key)?;
     eprintln!(
         "sealed {} ({} bytes, file system {} bytes, LUKS2 UUID {})",
         a.out.display(),
@@ -418,7 +395,11 @@ fn create(a: &CreateArgs) -> Result<()> {
 
 fn open(image: &Path, unlock: &Unlock) -> Result<Volume> {
     let secret = unlock.secret()?;
-    Volume::open(image, &secret).with_context(|| format!("cannot open {}", image.display()))
+    // An Argon2id slot can take many seconds to derive; say what is going on.
+    let waiting = progress::spinner("unlocking (key derivation)", false);
+    let volume = Volume::open(image, &secret);
+    waiting.finish_and_clear();
+    volume.with_context(|| format!("cannot open {}", image.display()))
 }
 
 fn kind_char(k: FileKind) -> char {
@@ -433,7 +414,7 @@ fn kind_char(k: FileKind) -> char {
 fn ls(a: &LsArgs) -> Result<()> {
     let fs = open(&a.image, &a.unlock)?.filesystem()?;
     let entries = fs.list(&a.path)?;
-    let mut out = io::stdout().lock();
+    let mut out = crate::fsio::stdout();
     for e in entries {
         let name = e.path.rsplit('/').next().unwrap_or_default();
         let link = if e.kind == FileKind::Symlink {
@@ -458,7 +439,7 @@ fn ls(a: &LsArgs) -> Result<()> {
 
 fn cat(a: &CatArgs) -> Result<()> {
     let fs = open(&a.image, &a.unlock)?.filesystem()?;
-    let mut out = io::stdout().lock();
+    let mut out = crate::fsio::stdout();
     fs.copy_to(&a.path, &mut out)?;
     out.flush()?;
     Ok(())
@@ -466,11 +447,13 @@ fn cat(a: &CatArgs) -> Result<()> {
 
 fn extract(a: &ExtractArgs) -> Result<()> {
     let fs = open(&a.image, &a.unlock)?.filesystem()?;
-    let progress = bar(None, a.no_progress);
-    progress.set_message("extracting");
-    let count = fs.extract(&a.to, &mut |n| progress.set_position(n));
+    let target = ExtractDir::create(&a.to)?;
+    let progress = progress::bytes(None, "extracting", a.no_progress);
+    let count = fs.extract(target.path(), &mut |n| progress.set_position(n));
     progress.finish_and_clear();
+    // An error drops `target`, which removes the partial tree.
     let count = count.with_context(|| format!("cannot extract into {}", a.to.display()))?;
+    target.commit()?;
     eprintln!("extracted {count} entries into {}", a.to.display());
     Ok(())
 }
@@ -479,7 +462,7 @@ fn dump(a: &DumpArgs) -> Result<()> {
     let file =
         File::open(&a.image).with_context(|| format!("cannot open {}", a.image.display()))?;
     let luks = Luks2::read(&file).with_context(|| format!("cannot read {}", a.image.display()))?;
-    let mut out = io::stdout().lock();
+    let mut out = crate::fsio::stdout();
     writeln!(out, "LUKS header information")?;
     writeln!(out, "Version:       \t2")?;
     writeln!(out, "UUID:          \t{}", luks.uuid())?;
@@ -526,19 +509,17 @@ fn add_key(a: &AddKeyArgs) -> Result<()> {
     // Check the existing key before creating a new key file.
     luks.unlock(&file, &existing)
         .with_context(|| format!("cannot open {}", a.image.display()))?;
-    let new = new_key_file(&a.new_key_file, a.force)?;
+    // Removed again on failure or interrupt: a key that opens nothing
+    // would only mislead.
+    let (new, created) = new_key_file(&a.new_key_file, a.force)?;
     let slot = luks
         .add_key(&file, &existing, &new, &kdf(a.kdf, &a.cost))
-        .with_context(|| format!("cannot add a key to {}", a.image.display()));
-    let slot = match slot {
-        Ok(slot) => slot,
-        Err(e) => {
-            // A key file that opens nothing would only mislead.
-            let _ = fs::remove_file(&a.new_key_file);
-            return Err(e);
-        }
-    };
+        .with_context(|| format!("cannot add a key to {}", a.image.display()))?;
     file.sync_all()?;
+    {
+        let _commit = commit_guard();
+        created.keep();
+    }
     eprintln!(
         "added keyslot {slot}, opened by {}",
         a.new_key_file.display()

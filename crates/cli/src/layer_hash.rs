@@ -1,14 +1,17 @@
 //! `confsum layer-hash`: the dm-verity root hash Azure computes for a layer.
 
-use std::fs::File;
-use std::io::{self, IsTerminal, Read};
+use std::io::{self, Read, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use confsum_ext4::{ImageSink, Options, PathPolicy};
 use confsum_verity::{RootHash, layer_root_hash, layer_root_hash_with_image};
-use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::fsio::{Output, open_input};
+use crate::progress;
 
 /// Print the dm-verity root hash of container layers, as Azure computes it.
 ///
@@ -38,6 +41,10 @@ pub(crate) struct Args {
     #[arg(long)]
     clean_paths: bool,
 
+    /// Replace an existing --image-out file.
+    #[arg(long, requires = "image_out")]
+    force: bool,
+
     /// Never show a progress bar (it only appears on a terminal anyway).
     #[arg(long)]
     no_progress: bool,
@@ -51,10 +58,13 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode> {
     if args.clean_paths {
         options.path_policy = PathPolicy::Clean;
     }
+    let mut out = crate::fsio::stdout();
     let mut failed = false;
     for file in &args.files {
         match hash_one(file, args, &options) {
-            Ok(root) => println!("{root}  {}", file.display()),
+            // A failed write to standard output ends the run: nothing
+            // later could be reported either.
+            Ok(root) => writeln!(out, "{root}  {}", file.display())?,
             Err(e) => {
                 eprintln!("confsum: {}: {e:#}", file.display());
                 failed = true;
@@ -68,50 +78,49 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode> {
     })
 }
 
-fn hash_one(file: &Path, args: &Args, options: &Options) -> Result<RootHash> {
-    let (input, len): (Box<dyn Read>, Option<u64>) = if file.as_os_str() == "-" {
-        (Box::new(io::stdin().lock()), None)
-    } else {
-        let f = File::open(file).context("cannot open")?;
-        let len = f.metadata().ok().map(|m| m.len());
-        (Box::new(f), len)
-    };
-    let progress = progress_bar(len, args.no_progress);
-    let input = progress.wrap_read(input);
+/// Counts the bytes read through it, to tell an empty input.
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
 
-    let root = match &args.image_out {
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+fn hash_one(file: &Path, args: &Args, options: &Options) -> Result<RootHash> {
+    // Before any work, so a bad --image-out fails at once.
+    let output = match &args.image_out {
+        Some(path) => Some(Output::create(path, "--image-out", args.force)?),
+        None => None,
+    };
+    let count = Arc::new(AtomicU64::new(0));
+    let (input, len) = open_input(file)?;
+    let progress = progress::bytes(len, "hashing", args.no_progress);
+    let input = Counting {
+        inner: progress.wrap_read(input),
+        count: Arc::clone(&count),
+    };
+
+    let root = match output {
         None => layer_root_hash(input, options)?,
-        Some(out) => {
-            let dir = match out.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
-            let tmp = tempfile::NamedTempFile::new_in(dir)
-                .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-            let (root, image) = layer_root_hash_with_image(input, options, ImageSink::new(tmp))?;
-            let tmp = image.into_inner();
-            tmp.as_file().sync_all().context("cannot flush the image")?;
-            tmp.persist(out)
-                .with_context(|| format!("cannot write {}", out.display()))?;
+        Some(output) => {
+            let (root, _) =
+                layer_root_hash_with_image(input, options, ImageSink::new(output.file()))?;
+            output.commit([])?;
             root
         }
     };
     progress.finish_and_clear();
+    if count.load(Ordering::Relaxed) == 0 {
+        eprintln!(
+            "confsum: warning: {} is empty (0 bytes); its hash is that of an empty layer",
+            crate::fsio::shown(file)
+        );
+    }
     Ok(root)
-}
-
-fn progress_bar(len: Option<u64>, disabled: bool) -> ProgressBar {
-    if disabled || !io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = match len {
-        Some(n) => ProgressBar::new(n),
-        None => ProgressBar::no_length(),
-    };
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-    ) {
-        bar.set_style(style);
-    }
-    bar
 }

@@ -3,7 +3,9 @@
 
 mod attest;
 mod encfs;
+mod fsio;
 mod layer_hash;
+mod progress;
 mod summarize;
 
 use std::process::ExitCode;
@@ -31,22 +33,6 @@ enum Command {
     Summarize(summarize::Args),
 }
 
-/// The bytes of `path`, or of standard input for `-`.
-fn read_input(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    use anyhow::Context;
-    use std::io::Read;
-
-    if path.as_os_str() == "-" {
-        let mut data = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut data)
-            .context("cannot read standard input")?;
-        Ok(data)
-    } else {
-        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-    }
-}
-
 /// Reports a usage error the way clap does (with exit status 2) and exits.
 fn usage_error(message: &str) -> ! {
     Cli::command()
@@ -62,20 +48,38 @@ fn main() -> ExitCode {
         Command::Attest(command) => attest::run(&command).map(|()| ExitCode::SUCCESS),
         Command::Summarize(args) => summarize::run(&args).map(|()| ExitCode::SUCCESS),
     };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("confsum: {e:#}");
-            let interrupted = e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::Interrupted)
-            });
-            // 128 + SIGINT, as shells report an interrupted command.
-            if interrupted {
-                ExitCode::from(130)
-            } else {
-                ExitCode::FAILURE
-            }
+    result.unwrap_or_else(|e| failure(&e))
+}
+
+/// The exit status for an error, after reporting it (or not: a reader
+/// that closed the pipe early wants no message).
+fn failure(e: &anyhow::Error) -> ExitCode {
+    let io_kinds = || {
+        e.chain()
+            .filter_map(|c| c.downcast_ref::<std::io::Error>())
+            .collect::<Vec<_>>()
+    };
+    let stdout = io_kinds().into_iter().find_map(|io| {
+        io.get_ref()
+            .and_then(|inner| inner.downcast_ref::<fsio::StdoutError>())
+    });
+    if let Some(stdout) = stdout {
+        if stdout.kind() == std::io::ErrorKind::BrokenPipe {
+            // 128 + SIGPIPE: what a shell reports for a writer whose reader
+            // went away, as `yes | head -1` does.
+            return ExitCode::from(141);
         }
+        eprintln!("confsum: {stdout}");
+        return ExitCode::FAILURE;
+    }
+    eprintln!("confsum: {e:#}");
+    let interrupted = io_kinds()
+        .iter()
+        .any(|io| io.kind() == std::io::ErrorKind::Interrupted);
+    // 128 + SIGINT, as shells report an interrupted command.
+    if interrupted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use std::io::Write as _;
+
 use anyhow::{Context, Result, bail};
 use confsum_summarize::{LoadOptions, Precision, Summarizer};
 
@@ -94,7 +96,8 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     }
     let dir = resolve_model(&args.model)?;
     let input = args.input.as_deref().unwrap_or(Path::new("-"));
-    let text = String::from_utf8(crate::read_input(input)?).context("input is not UTF-8 text")?;
+    let text =
+        String::from_utf8(crate::fsio::read_input(input)?).context("input is not UTF-8 text")?;
 
     let mut options = LoadOptions::default();
     if args.int8 {
@@ -132,10 +135,11 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         confsum_summarize::Error::InputTooLong { .. } => anyhow::anyhow!("{e} (pass --chunk)"),
         e => e.into(),
     })?;
-    println!("{}", summary.text);
+    let mut out = crate::fsio::stdout();
+    writeln!(out, "{}", summary.text)?;
     if args.ids {
         let ids: Vec<String> = summary.ids.iter().map(u32::to_string).collect();
-        println!("ids: {}", ids.join(" "));
+        writeln!(out, "ids: {}", ids.join(" "))?;
     }
     Ok(())
 }

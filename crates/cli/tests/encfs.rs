@@ -490,7 +490,7 @@ fn an_interrupted_create_leaves_nothing_behind() {
         e.unwrap()
             .file_name()
             .to_string_lossy()
-            .starts_with(".confsum-seal-")
+            .starts_with(".enc.img.confsum-")
     }) {
         assert!(started.elapsed().as_secs() < 30, "sealing never started");
         std::thread::sleep(std::time::Duration::from_millis(20));
