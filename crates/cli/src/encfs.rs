@@ -12,7 +12,9 @@ use confsum_encfs::{
     FileKind, FormatOptions, Kdf, Luks2, SealOptions, SealSource, Volume, seal_into,
 };
 
-use crate::fsio::{Created, ExtractDir, Output, commit_guard, open_tar, refuse_inside};
+use crate::fsio::{
+    Created, ExtractDir, Output, cannot_write_in, commit_guard, open_tar, refuse_inside,
+};
 use crate::progress;
 
 use zeroize::Zeroizing;
@@ -287,10 +289,10 @@ fn existing_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
 /// guard that removes it again unless the run succeeds. An existing file is
 /// only replaced with `force`, and then through a rename, never truncated
 /// in place.
-fn new_key_file(path: &Path, force: bool) -> Result<(Zeroizing<Vec<u8>>, Created)> {
+fn new_key_file(path: &Path, flag: &str, force: bool) -> Result<(Zeroizing<Vec<u8>>, Created)> {
     if path.exists() && !force {
         bail!(
-            "key file {} already exists; pass --force to replace it (data sealed with it becomes unreadable)",
+            "{flag} {} already exists; pass --force to replace it (data sealed with it becomes unreadable)",
             path.display()
         );
     }
@@ -304,7 +306,7 @@ fn new_key_file(path: &Path, force: bool) -> Result<(Zeroizing<Vec<u8>>, Created
         .prefix(".confsum-key-")
         .permissions(std::fs::Permissions::from_mode(0o600))
         .tempfile_in(dir)
-        .with_context(|| format!("cannot create a key file in {}", dir.display()))?;
+        .map_err(|e| cannot_write_in(flag, path, dir, e))?;
     tmp.write_all(&key)?;
     tmp.as_file().sync_all()?;
     // Renamed and registered in one step, so an interrupt cannot leave an
@@ -354,7 +356,7 @@ fn create(a: &CreateArgs) -> Result<()> {
     let (secret, default_kdf, created_key) = match &a.key_file {
         Some(path) if path.exists() => (existing_key_file(path)?, KdfName::Pbkdf2, None),
         Some(path) => {
-            let (key, created) = new_key_file(path, false)?;
+            let (key, created) = new_key_file(path, "--key-file", false)?;
             (key, KdfName::Pbkdf2, Some(created))
         }
         None => (read_passphrase()?, KdfName::Argon2id, None),
@@ -511,7 +513,7 @@ fn add_key(a: &AddKeyArgs) -> Result<()> {
         .with_context(|| format!("cannot open {}", a.image.display()))?;
     // Removed again on failure or interrupt: a key that opens nothing
     // would only mislead.
-    let (new, created) = new_key_file(&a.new_key_file, a.force)?;
+    let (new, created) = new_key_file(&a.new_key_file, "--new-key-file", a.force)?;
     let slot = luks
         .add_key(&file, &existing, &new, &kdf(a.kdf, &a.cost))
         .with_context(|| format!("cannot add a key to {}", a.image.display()))?;

@@ -10,6 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 pub struct Cmd {
     command: Command,
     stdin: Vec<u8>,
+    stdout: Option<Stdio>,
 }
 
 impl Cmd {
@@ -18,6 +19,7 @@ impl Cmd {
         Self {
             command: Command::new(program),
             stdin: Vec::new(),
+            stdout: None,
         }
     }
 
@@ -61,6 +63,22 @@ impl Cmd {
         self
     }
 
+    /// Sends standard output to `target` (a file such as `/dev/full`, or
+    /// a pipe whose reader is gone) instead of collecting it.
+    pub fn stdout_to(mut self, target: impl Into<Stdio>) -> Self {
+        self.stdout = Some(target.into());
+        self
+    }
+
+    /// Standard output into a pipe that nobody reads: the reading end is
+    /// closed before the program starts, so its first write fails with
+    /// `EPIPE`.
+    pub fn stdout_closed(self) -> Self {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        self.stdout_to(writer)
+    }
+
     /// Starts the program with piped standard streams, for tests that
     /// signal or race it; the standard input given is not written.
     pub fn spawn(mut self) -> Child {
@@ -75,10 +93,11 @@ impl Cmd {
     /// Runs the program to its end and returns how it ended.
     pub fn run(mut self) -> Run {
         let shown = format!("{:?}", self.command);
+        let stdout = self.stdout.take().unwrap_or_else(Stdio::piped);
         let mut child = self
             .command
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));

@@ -72,7 +72,7 @@ impl Output {
             .prefix(&OsString::from_vec(prefix))
             .suffix(SUFFIX)
             .tempfile_in(dir)
-            .with_context(|| format!("cannot write in {}", dir.display()))?;
+            .map_err(|e| cannot_write_in(flag, path, dir, e))?;
         let guard = Created::file(tmp.path());
         Ok(Self {
             path: path.to_path_buf(),
@@ -117,6 +117,24 @@ impl Output {
     }
 }
 
+/// "FLAG PATH: cannot write in DIR: REASON", without the temporary name
+/// that tempfile adds to its errors (the user never chose it).
+pub(crate) fn cannot_write_in(
+    flag: &str,
+    path: &Path,
+    dir: &Path,
+    e: std::io::Error,
+) -> anyhow::Error {
+    let reason = e
+        .raw_os_error()
+        .map_or(e, std::io::Error::from_raw_os_error);
+    anyhow::anyhow!(
+        "{flag} {}: cannot write in {}: {reason}",
+        path.display(),
+        dir.display()
+    )
+}
+
 /// A directory tree being extracted: a temporary directory beside its
 /// final path, renamed into place by [`ExtractDir::commit`], and removed
 /// with everything in it if the run fails or is interrupted first. The
@@ -156,7 +174,7 @@ impl ExtractDir {
             .prefix(&OsString::from_vec(prefix))
             .suffix(SUFFIX)
             .tempdir_in(dir)
-            .with_context(|| format!("cannot write in {}", dir.display()))?
+            .map_err(|e| cannot_write_in("--to", to, dir, e))?
             .keep();
         let guard = Created::tree(&tmp);
         Ok(Self {

@@ -2,50 +2,32 @@
 //!
 //! Needs cryptsetup (Debian: cryptsetup-bin); set
 //! `CONFSUM_SKIP_REAL_TOOLS=1` to skip where it cannot be installed.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-fn confsum(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_confsum"))
+use confsum_testkit::Run;
+
+use crate::common::{self, cryptsetup};
+
+fn confsum(dir: &Path, args: &[&str], stdin: &[u8]) -> Run {
+    common::confsum()
         .current_dir(dir)
         .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+        .stdin(stdin)
+        .run()
 }
 
-fn ok(out: &Output) -> String {
+fn ok(out: &Run) -> String {
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn cryptsetup() -> Option<PathBuf> {
-    let found = [
-        "/usr/sbin/cryptsetup",
-        "/sbin/cryptsetup",
-        "/usr/bin/cryptsetup",
-    ]
-    .into_iter()
-    .map(PathBuf::from)
-    .find(|p| p.is_file());
-    if found.is_none() && std::env::var("CONFSUM_SKIP_REAL_TOOLS").as_deref() == Ok("1") {
-        eprintln!("skipped: cryptsetup not found");
-        return None;
-    }
-    Some(found.expect("cryptsetup is needed: apt-get install cryptsetup-bin"))
 }
 
 fn opens(cryptsetup: &Path, dir: &Path, img: &str, key: &str) -> bool {
@@ -462,7 +444,7 @@ fn an_interrupted_create_leaves_nothing_behind() {
     h.set_size(256 << 20);
     h.set_mode(0o644);
     h.set_cksum();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_confsum"))
+    let mut child = Command::new(common::BIN)
         .current_dir(d)
         .args([
             "encfs",

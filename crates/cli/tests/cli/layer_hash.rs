@@ -1,26 +1,20 @@
 //! `confsum layer-hash` end to end, against the reference's recorded roots.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use confsum_testkit::Run;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+
+use crate::common;
 
 fn vectors() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/layers")
+    common::vectors("layers")
 }
 
-fn confsum(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_confsum"))
+fn confsum(args: &[&str], stdin: Option<&[u8]>) -> Run {
+    common::confsum()
         .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.unwrap_or_default()).unwrap();
-    drop(input);
-    child.wait_with_output().unwrap()
+        .stdin(stdin.unwrap_or_default())
+        .run()
 }
 
 /// A tar with the same regular file twice, which the reference refuses.

@@ -1,6 +1,5 @@
 //! `confsum attest emulate` and `confsum attest serve` over loopback HTTP
 //! and HTTPS.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::Path;
@@ -16,7 +15,7 @@ const RUNTIME: &[u8] = br#"{"keys":[{"kty":"RSA","kid":"wrap","n":"AQAB","e":"AQ
 const WARNING: &str = "WARNING: insecure emulated TEE";
 
 fn confsum() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_confsum"))
+    Command::new(crate::common::BIN)
 }
 
 /// Kills the server when the test ends, however it ends.

@@ -1,24 +1,20 @@
 //! `confsum attest` on the real ACI capture and on tokens.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
 use confsum_attest::{TokenClaims, TokenIssuer};
+use confsum_testkit::Run;
 use sha2::{Digest, Sha256};
 
+use crate::common::{self, vectors};
+
 fn aci(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/vectors/aci")
-        .join(file)
+    vectors("aci").join(file)
 }
 
-fn confsum(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_confsum"))
-        .args(args)
-        .output()
-        .unwrap()
+fn confsum(args: &[&str]) -> Run {
+    common::confsum().args(args).run()
 }
 
 fn policy_hash() -> String {

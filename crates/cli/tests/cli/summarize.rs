@@ -1,10 +1,10 @@
 //! `confsum summarize` end to end, against the ids transformers recorded
 //! for the tiny checkpoints in crates/summarize/testdata.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
+use confsum_testkit::Run;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+
+use crate::common;
 
 use serde_json::Value;
 
@@ -63,39 +63,33 @@ fn as_printed(name: &str, mut ids: Vec<u32>) -> Vec<u32> {
     ids
 }
 
-fn confsum(args: &[&str], stdin: Option<&[u8]>) -> Output {
+fn confsum(args: &[&str], stdin: Option<&[u8]>) -> Run {
     confsum_env(args, stdin, &[])
 }
 
-fn confsum_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_confsum"))
+fn confsum_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Run {
+    let mut cmd = common::confsum()
         .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    // The command may exit before reading (usage errors): a broken pipe is fine.
-    let _ = input.write_all(stdin.unwrap_or_default());
-    drop(input);
-    let out = child.wait_with_output().unwrap();
+        .stdin(stdin.unwrap_or_default());
+    for (key, value) in env {
+        cmd = cmd.env(key, value);
+    }
+    let out = cmd.run();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
     out
 }
 
-fn stdout(out: &Output) -> String {
+fn stdout(out: &Run) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
-fn stderr(out: &Output) -> String {
+fn stderr(out: &Run) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The `ids: …` line of a successful run, after exactly one summary line.
-fn printed_ids(out: &Output, what: &str) -> Vec<u32> {
+fn printed_ids(out: &Run, what: &str) -> Vec<u32> {
     assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(out));
     let text = stdout(out);
     let lines: Vec<&str> = text.lines().collect();
@@ -291,7 +285,7 @@ fn threads_flag_gives_the_same_ids() {
 }
 
 /// Exit status 1 and a message containing `needle`.
-fn assert_fails(out: &Output, needle: &str, what: &str) {
+fn assert_fails(out: &Run, needle: &str, what: &str) {
     let err = stderr(out);
     assert_eq!(out.status.code(), Some(1), "{what}: {err}");
     assert!(err.contains(needle), "{what}: want {needle:?} in {err:?}");

@@ -1,0 +1,11 @@
+//! End-to-end tests of the `confsum` binary, one module per subcommand,
+//! in one test binary so that the workspace links it once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod attest;
+mod attest_serve;
+mod common;
+mod encfs;
+mod layer_hash;
+mod outputs;
+mod summarize;
