@@ -73,6 +73,53 @@ pub enum Error {
     #[error("key slot {0} is not in use")]
     NoSuchKeyslot(usize),
 
+    /// The header on disk is not the one this change was prepared from:
+    /// another program changed the key slots in between. Nothing was
+    /// written; read the header again and retry.
+    #[error("the image's header changed since it was read (a concurrent key change?)")]
+    HeaderChanged,
+
+    /// The image could not be locked for a header change. Header changes
+    /// take an exclusive `flock` on the image file, as cryptsetup does, so
+    /// that two of them never interleave; a file system without `flock`
+    /// cannot give that guarantee.
+    #[error("cannot lock the image for a header change")]
+    Lock(#[source] io::Error),
+
+    /// The key given to prove that the image stays openable opens the
+    /// very key slot being removed.
+    #[error("the key given opens key slot {0} itself; give the key of a slot that stays")]
+    KeyOpensRemovedSlot(usize),
+
+    /// A key file is larger than cryptsetup reads (its compiled-in
+    /// `DEFAULT_KEYFILE_SIZE_MAXKB`, 8192 KiB): cryptsetup would refuse
+    /// it with "Maximum keyfile size exceeded", so an image unlocked with
+    /// it here could not be opened by the kernel.
+    #[error("key file {path:?} is {len} bytes, over cryptsetup's maximum of {max} bytes")]
+    KeyFileTooLarge {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// Its size.
+        len: u64,
+        /// The largest size cryptsetup accepts.
+        max: u64,
+    },
+
+    /// A key file holds no bytes.
+    #[error("key file {0:?} is empty")]
+    KeyFileEmpty(std::path::PathBuf),
+
+    /// A key file, or the directory to hold it, could not be read or
+    /// written.
+    #[error("cannot access key file {path:?}")]
+    KeyFileIo {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+
     /// The metadata does not fit in the LUKS2 JSON area.
     #[error("LUKS2 metadata does not fit in its {0}-byte JSON area")]
     MetadataTooLarge(u64),

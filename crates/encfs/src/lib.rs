@@ -6,7 +6,10 @@
 //! it. Inside the workload, [`Volume`] opens the same image (or one made by
 //! cryptsetup) without privileges and [`Filesystem`] reads its files.
 //! [`Luks2`] manages key slots, so the key the HSM releases can be rotated
-//! without re-encrypting the data.
+//! without re-encrypting the data; [`LockedImage`] makes such changes on an
+//! image file serialized (an exclusive `flock`, as cryptsetup takes) and
+//! crash-safe, and [`KeyFile`] reads and writes key files within
+//! cryptsetup's limits.
 //!
 //! Azure names each container layer by the dm-verity root hash of its ext4
 //! image, so the policy side of the project needs trees that match hcsshim
@@ -35,6 +38,8 @@
 
 mod crypt;
 mod error;
+mod keyfile;
+mod locked;
 mod luks2;
 mod seal;
 mod verity;
@@ -43,6 +48,8 @@ mod volume;
 pub use crate::{
     crypt::{SectorCipher, VolumeKey},
     error::Error,
+    keyfile::KeyFile,
+    locked::LockedImage,
     luks2::{FormatOptions, Kdf, KeyslotInfo, KeyslotPriority, Luks2},
     seal::{SealOptions, SealReport, SealSource, seal},
     verity::{RootHash, VerityHasher, VeritySuperblock, VerityTree, root_hash},

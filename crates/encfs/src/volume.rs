@@ -14,7 +14,7 @@ use ext4_view::{Ext4, Ext4Read, FileType};
 
 use crate::Error;
 use crate::crypt::SectorCipher;
-use crate::luks2::Luks2;
+use crate::luks2::{KeyslotInfo, Luks2};
 
 /// An unlocked LUKS2 image: its header and decrypting access to its data.
 pub struct Volume {
@@ -39,9 +39,29 @@ impl fmt::Debug for Volume {
 impl Volume {
     /// Opens `path` with a key file's bytes or a passphrase.
     pub fn open(path: &Path, passphrase: &[u8]) -> Result<Volume, Error> {
+        Self::open_with_progress(path, passphrase, &mut |_| {})
+    }
+
+    /// [`Volume::open`], calling `before_slot` before each key slot's key
+    /// derivation (see [`Luks2::unlock_with_progress`]).
+    ///
+    /// The header is read and the key slot opened under a shared `flock`
+    /// on the file, as cryptsetup's readers take, so that a key change in
+    /// progress ([`LockedImage`](crate::LockedImage)) is never seen half
+    /// done. The lock is released before this returns.
+    pub fn open_with_progress(
+        path: &Path,
+        passphrase: &[u8],
+        before_slot: &mut dyn FnMut(&KeyslotInfo),
+    ) -> Result<Volume, Error> {
         let file = File::open(path)?;
-        let luks = Luks2::read(&file)?;
-        let (slot, key) = luks.unlock(&file, passphrase)?;
+        crate::locked::lock_shared(&file)?;
+        let unlocked = Luks2::read(&file).and_then(|luks| {
+            let opened = luks.unlock_with_progress(&file, passphrase, before_slot)?;
+            Ok((luks, opened))
+        });
+        crate::locked::unlock(&file);
+        let (luks, (slot, key)) = unlocked?;
         let cipher = SectorCipher::new(&key, luks.sector_size(), luks.iv_tweak())?;
         let file_len = file.metadata()?.len();
         let data_len = match luks.segment_size() {
