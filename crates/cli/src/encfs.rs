@@ -1,14 +1,17 @@
 //! `confsum encfs`: the data owner's encrypted file system images.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, IsTerminal, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, IsTerminal, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use confsum_encfs::{FileKind, FormatOptions, Kdf, Luks2, SealOptions, SealSource, Volume, seal};
+use confsum_encfs::{
+    FileKind, FormatOptions, Kdf, KeyFile, LockedImage, Luks2, SealOptions, SealSource, Volume,
+    seal,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -244,14 +247,9 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
-    let mut key = Zeroizing::new(Vec::new());
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut key))
-        .with_context(|| format!("cannot read key file {}", path.display()))?;
-    if key.is_empty() {
-        bail!("key file {} is empty", path.display());
-    }
-    Ok(key)
+    // KeyFile applies cryptsetup's size limit, naming the file.
+    let key = KeyFile::load(path)?;
+    Ok(Zeroizing::new(key.expose().to_vec()))
 }
 
 fn read_passphrase() -> Result<Zeroizing<Vec<u8>>> {
@@ -513,24 +511,19 @@ fn dump(a: &DumpArgs) -> Result<()> {
     Ok(())
 }
 
-fn open_rw(image: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(image)
-        .with_context(|| format!("cannot open {} for writing", image.display()))
-}
-
 fn add_key(a: &AddKeyArgs) -> Result<()> {
     let existing = a.unlock.secret()?;
-    let file = open_rw(&a.image)?;
-    let mut luks = Luks2::read(&file)?;
+    // Locked (as cryptsetup locks) from here to the end: the header read is
+    // the one changed, and no other key change interleaves.
+    let mut image = LockedImage::open(&a.image)
+        .with_context(|| format!("cannot open {} for writing", a.image.display()))?;
     // Check the existing key before creating a new key file.
-    luks.unlock(&file, &existing)
+    image
+        .unlock(&existing)
         .with_context(|| format!("cannot open {}", a.image.display()))?;
     let new = new_key_file(&a.new_key_file, a.force)?;
-    let slot = luks
-        .add_key(&file, &existing, &new, &kdf(a.kdf, &a.cost))
+    let slot = image
+        .add_key(&existing, &new, &kdf(a.kdf, &a.cost))
         .with_context(|| format!("cannot add a key to {}", a.image.display()));
     let slot = match slot {
         Ok(slot) => slot,
@@ -540,7 +533,6 @@ fn add_key(a: &AddKeyArgs) -> Result<()> {
             return Err(e);
         }
     };
-    file.sync_all()?;
     eprintln!(
         "added keyslot {slot}, opened by {}",
         a.new_key_file.display()
@@ -550,19 +542,11 @@ fn add_key(a: &AddKeyArgs) -> Result<()> {
 
 fn remove_key(a: &RemoveKeyArgs) -> Result<()> {
     let secret = a.unlock.secret()?;
-    let file = open_rw(&a.image)?;
-    let mut luks = Luks2::read(&file)?;
-    let (opened, _key) = luks
-        .unlock(&file, &secret)
-        .with_context(|| format!("cannot open {}", a.image.display()))?;
-    if opened == a.slot {
-        bail!(
-            "the key given opens slot {opened} itself; give the key of a slot that stays, to prove the image remains openable"
-        );
-    }
-    luks.remove_key(&file, a.slot, false)
+    let mut image = LockedImage::open(&a.image)
+        .with_context(|| format!("cannot open {} for writing", a.image.display()))?;
+    image
+        .remove_key(a.slot, &secret)
         .with_context(|| format!("cannot remove keyslot {} of {}", a.slot, a.image.display()))?;
-    file.sync_all()?;
     eprintln!("removed keyslot {}", a.slot);
     Ok(())
 }
