@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use confsum_encfs::{
-    FileKind, FormatOptions, Kdf, KeyFile, LockedImage, Luks2, SealOptions, SealSource, Volume,
-    seal,
+    Escaped, FileKind, FormatOptions, Kdf, KeyFile, LockedImage, Luks2, SealOptions, SealSource,
+    Volume, seal,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Arc;
@@ -435,9 +435,10 @@ fn ls(a: &LsArgs) -> Result<()> {
     let entries = fs.list(&a.path)?;
     let mut out = io::stdout().lock();
     for e in entries {
-        let name = e.path.rsplit('/').next().unwrap_or_default();
+        // Names are bytes; those that are not UTF-8 show escaped.
+        let name = e.display_name();
         let link = if e.kind == FileKind::Symlink {
-            format!(" -> {}", fs.read_link(&e.path)?)
+            format!(" -> {}", Escaped::new(&fs.read_link(&e.path)?))
         } else {
             String::new()
         };

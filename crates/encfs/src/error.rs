@@ -149,13 +149,24 @@ pub enum Error {
     NotExt4,
 
     /// Reading the file system inside an image failed.
-    #[error("cannot read {path:?} in the image")]
+    #[error("cannot read {path} in the image")]
     Filesystem {
-        /// The path inside the image.
+        /// The path inside the image, escaped as
+        /// [`Escaped`](crate::Escaped) shows it.
         path: String,
         /// What the ext4 reader reported.
         #[source]
         source: ext4_view::Ext4Error,
+    },
+
+    /// A path to look up in an image is not one ext4 can hold (a
+    /// component over 255 bytes, a NUL, not absolute).
+    #[error("bad path {path} in the image: {reason}")]
+    BadPath {
+        /// The path, escaped as [`Escaped`](crate::Escaped) shows it.
+        path: String,
+        /// Why.
+        reason: String,
     },
 
     /// Building the file system to seal failed.

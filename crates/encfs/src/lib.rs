@@ -53,5 +53,5 @@ pub use crate::{
     luks2::{FormatOptions, Kdf, KeyslotInfo, KeyslotPriority, Luks2},
     seal::{SealOptions, SealReport, SealSource, seal},
     verity::{RootHash, VerityHasher, VeritySuperblock, VerityTree, root_hash},
-    volume::{EntryInfo, FileKind, Filesystem, Volume},
+    volume::{EntryInfo, Escaped, FileKind, Filesystem, Volume},
 };
