@@ -177,6 +177,18 @@ pub enum Error {
     #[error("{0:?} already exists")]
     Exists(std::path::PathBuf),
 
+    /// The image to write lies inside the directory being sealed, so it
+    /// would be sealed into itself.
+    #[error(
+        "{out:?} is inside {source_dir:?}, the directory being sealed; write the image elsewhere"
+    )]
+    OutputInsideSource {
+        /// The image path asked for.
+        out: std::path::PathBuf,
+        /// The directory being sealed.
+        source_dir: std::path::PathBuf,
+    },
+
     /// A forced image size cannot hold the header and the content.
     #[error("an image of {size} bytes is too small: {needed} bytes are needed")]
     ImageTooSmall {

@@ -242,3 +242,34 @@ fn debugfs_finds_the_same_names_and_bytes() {
     read_tree(&out, b"", &mut got);
     assert_eq!(got, want, "debugfs rdump of the decrypted image");
 }
+
+#[test]
+fn sealing_into_the_directory_being_sealed_is_refused_naming_both() {
+    // The issue: `cd DIR && encfs create --from . --out self.img` sealed
+    // its own temporary file into the image.
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    fs::create_dir_all(docs.join("sub")).unwrap();
+    fs::write(docs.join("a.txt"), b"a").unwrap();
+    for out in [docs.join("self.img"), docs.join("sub/self.img")] {
+        match seal(
+            SealSource::Dir(&docs),
+            &out,
+            KEY,
+            &SealOptions::default(),
+            &mut |_| {},
+        ) {
+            Err(e @ Error::OutputInsideSource { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("self.img") && msg.contains("docs"), "{msg}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!out.exists());
+    }
+    let names: Vec<_> = fs::read_dir(&docs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "left something behind: {names:?}");
+}
