@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use confsum_encfs::{RootHash, VerityHasher};
-use confsum_ext4::{ImageSink, Options, PathPolicy, convert_tar, decompress};
+use confsum_ext4::{ImageSink, Options, PathPolicy, TarEnd, convert_tar_with_report, decompress};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Print the dm-verity root hash of container layers, as Azure computes it.
@@ -80,8 +80,11 @@ fn hash_one(file: &Path, args: &Args, options: &Options) -> Result<RootHash> {
     let input = BufReader::with_capacity(1 << 20, progress.wrap_read(input));
     let tar = decompress(input).context("cannot read the compression header")?;
 
-    let root = match &args.image_out {
-        None => convert_tar(tar, VerityHasher::new(), options)?.root_hash()?,
+    let (root, report) = match &args.image_out {
+        None => {
+            let (hasher, report) = convert_tar_with_report(tar, VerityHasher::new(), options)?;
+            (hasher.root_hash()?, report)
+        }
         Some(out) => {
             let dir = match out.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d,
@@ -90,16 +93,30 @@ fn hash_one(file: &Path, args: &Args, options: &Options) -> Result<RootHash> {
             let tmp = tempfile::NamedTempFile::new_in(dir)
                 .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
             let sink = (ImageSink::new(tmp), VerityHasher::new());
-            let (image, hasher) = convert_tar(tar, sink, options)?;
+            let ((image, hasher), report) = convert_tar_with_report(tar, sink, options)?;
             let root = hasher.root_hash()?;
             let tmp = image.into_inner();
             tmp.as_file().sync_all().context("cannot flush the image")?;
             tmp.persist(out)
                 .with_context(|| format!("cannot write {}", out.display()))?;
-            root
+            (root, report)
         }
     };
     progress.finish_and_clear();
+    // The reference hashes these silently; a user should know.
+    let why = match report.end {
+        TarEnd::EmptyInput => Some("the input is empty; its hash is the empty layer's"),
+        TarEnd::CutInPadding => Some(
+            "the tar ends inside its last member's padding (truncated?); hashed as hcsshim reads it",
+        ),
+        TarEnd::MissingMarker | TarEnd::LoneZeroBlock => {
+            Some("the tar has no end-of-archive marker (truncated?); hashed as hcsshim reads it")
+        }
+        _ => None,
+    };
+    if let Some(why) = why {
+        eprintln!("confsum: warning: {}: {why}", file.display());
+    }
     Ok(root)
 }
 
