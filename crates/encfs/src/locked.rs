@@ -30,6 +30,12 @@ use crate::luks2::{Kdf, Luks2};
 /// A LUKS2 image file opened for key slot changes, under an exclusive
 /// advisory lock held until it is dropped.
 ///
+/// [`LockedImage::open`] waits as long as another holder keeps the lock,
+/// as cryptsetup does. `flock` locks belong to open files, not to
+/// processes: a [`Volume::open`](crate::Volume::open) of the same image
+/// in the same program waits for this value to be dropped, so unlock
+/// through [`LockedImage::unlock`] while holding it.
+///
 /// ```no_run
 /// use std::path::Path;
 /// use confsum_encfs::{Kdf, KeyFile, LockedImage};
