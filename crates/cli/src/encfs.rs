@@ -1,7 +1,7 @@
 //! `confsum encfs`: the data owner's encrypted file system images.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use confsum_encfs::{
-    FileKind, FormatOptions, Kdf, Luks2, SealOptions, SealSource, Volume, seal_into,
+    Escaped, FileKind, FormatOptions, Kdf, KeyFile, LockedImage, Luks2, SealOptions, SealSource,
+    Volume, seal_into,
 };
 
 use crate::fsio::{
@@ -249,14 +250,9 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
-    let mut key = Zeroizing::new(Vec::new());
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut key))
-        .with_context(|| format!("cannot read key file {}", path.display()))?;
-    if key.is_empty() {
-        bail!("key file {} is empty", path.display());
-    }
-    Ok(key)
+    // KeyFile applies cryptsetup's size limit, naming the file.
+    let key = KeyFile::load(path)?;
+    Ok(Zeroizing::new(key.expose().to_vec()))
 }
 
 fn read_passphrase() -> Result<Zeroizing<Vec<u8>>> {
@@ -296,8 +292,7 @@ fn new_key_file(path: &Path, flag: &str, force: bool) -> Result<(Zeroizing<Vec<u
             path.display()
         );
     }
-    let mut key = Zeroizing::new(vec![0u8; 32]);
-    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let key = KeyFile::generate()?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -307,7 +302,7 @@ fn new_key_file(path: &Path, flag: &str, force: bool) -> Result<(Zeroizing<Vec<u
         .permissions(std::fs::Permissions::from_mode(0o600))
         .tempfile_in(dir)
         .map_err(|e| cannot_write_in(flag, path, dir, e))?;
-    tmp.write_all(&key)?;
+    tmp.write_all(key.expose())?;
     tmp.as_file().sync_all()?;
     // Renamed and registered in one step, so an interrupt cannot leave an
     // unregistered key behind.
@@ -320,7 +315,7 @@ fn new_key_file(path: &Path, flag: &str, force: bool) -> Result<(Zeroizing<Vec<u
     persisted.map_err(|e| {
         anyhow::Error::new(e.error).context(format!("cannot write key file {}", path.display()))
     })?;
-    Ok((key, Created::file(path)))
+    Ok((Zeroizing::new(key.expose().to_vec()), Created::file(path)))
 }
 
 fn kdf(name: KdfName, cost: &KdfCost) -> Kdf {
@@ -418,9 +413,10 @@ fn ls(a: &LsArgs) -> Result<()> {
     let entries = fs.list(&a.path)?;
     let mut out = crate::fsio::stdout();
     for e in entries {
-        let name = e.path.rsplit('/').next().unwrap_or_default();
+        // Names are bytes; those that are not UTF-8 show escaped.
+        let name = e.display_name();
         let link = if e.kind == FileKind::Symlink {
-            format!(" -> {}", fs.read_link(&e.path)?)
+            format!(" -> {}", Escaped::new(&fs.read_link(&e.path)?))
         } else {
             String::new()
         };
@@ -496,28 +492,22 @@ fn dump(a: &DumpArgs) -> Result<()> {
     Ok(())
 }
 
-fn open_rw(image: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(image)
-        .with_context(|| format!("cannot open {} for writing", image.display()))
-}
-
 fn add_key(a: &AddKeyArgs) -> Result<()> {
     let existing = a.unlock.secret()?;
-    let file = open_rw(&a.image)?;
-    let mut luks = Luks2::read(&file)?;
+    // Locked (as cryptsetup locks) from here to the end: the header read is
+    // the one changed, and no other key change interleaves.
+    let mut image = LockedImage::open(&a.image)
+        .with_context(|| format!("cannot open {} for writing", a.image.display()))?;
     // Check the existing key before creating a new key file.
-    luks.unlock(&file, &existing)
+    image
+        .unlock(&existing)
         .with_context(|| format!("cannot open {}", a.image.display()))?;
     // Removed again on failure or interrupt: a key that opens nothing
     // would only mislead.
     let (new, created) = new_key_file(&a.new_key_file, "--new-key-file", a.force)?;
-    let slot = luks
-        .add_key(&file, &existing, &new, &kdf(a.kdf, &a.cost))
+    let slot = image
+        .add_key(&existing, &new, &kdf(a.kdf, &a.cost))
         .with_context(|| format!("cannot add a key to {}", a.image.display()))?;
-    file.sync_all()?;
     {
         let _commit = commit_guard();
         created.keep();
@@ -531,19 +521,11 @@ fn add_key(a: &AddKeyArgs) -> Result<()> {
 
 fn remove_key(a: &RemoveKeyArgs) -> Result<()> {
     let secret = a.unlock.secret()?;
-    let file = open_rw(&a.image)?;
-    let mut luks = Luks2::read(&file)?;
-    let (opened, _key) = luks
-        .unlock(&file, &secret)
-        .with_context(|| format!("cannot open {}", a.image.display()))?;
-    if opened == a.slot {
-        bail!(
-            "the key given opens slot {opened} itself; give the key of a slot that stays, to prove the image remains openable"
-        );
-    }
-    luks.remove_key(&file, a.slot, false)
+    let mut image = LockedImage::open(&a.image)
+        .with_context(|| format!("cannot open {} for writing", a.image.display()))?;
+    image
+        .remove_key(a.slot, &secret)
         .with_context(|| format!("cannot remove keyslot {} of {}", a.slot, a.image.display()))?;
-    file.sync_all()?;
     eprintln!("removed keyslot {}", a.slot);
     Ok(())
 }

@@ -1,14 +1,12 @@
 //! `confsum layer-hash`: the dm-verity root hash Azure computes for a layer.
 
-use std::io::{self, Read, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Result;
-use confsum_ext4::{ImageSink, Options, PathPolicy};
-use confsum_verity::{RootHash, layer_root_hash, layer_root_hash_with_image};
+use confsum_ext4::{ImageSink, Options, PathPolicy, TarEnd};
+use confsum_verity::{RootHash, hash_layer, hash_layer_with_image};
 
 use crate::fsio::{Output, open_input};
 use crate::progress;
@@ -78,49 +76,37 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode> {
     })
 }
 
-/// Counts the bytes read through it, to tell an empty input.
-struct Counting<R> {
-    inner: R,
-    count: Arc<AtomicU64>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
 fn hash_one(file: &Path, args: &Args, options: &Options) -> Result<RootHash> {
     // Before any work, so a bad --image-out fails at once.
     let output = match &args.image_out {
         Some(path) => Some(Output::create(path, "--image-out", args.force)?),
         None => None,
     };
-    let count = Arc::new(AtomicU64::new(0));
     let (input, len) = open_input(file)?;
     let progress = progress::bytes(len, "hashing", args.no_progress);
-    let input = Counting {
-        inner: progress.wrap_read(input),
-        count: Arc::clone(&count),
-    };
-
-    let root = match output {
-        None => layer_root_hash(input, options)?,
+    let input = progress.wrap_read(input);
+    let hash = match output {
+        None => hash_layer(input, options)?,
         Some(output) => {
-            let (root, _) =
-                layer_root_hash_with_image(input, options, ImageSink::new(output.file()))?;
+            let (hash, _) = hash_layer_with_image(input, options, ImageSink::new(output.file()))?;
             output.commit([])?;
-            root
+            hash
         }
     };
     progress.finish_and_clear();
-    if count.load(Ordering::Relaxed) == 0 {
-        eprintln!(
-            "confsum: warning: {} is empty (0 bytes); its hash is that of an empty layer",
-            crate::fsio::shown(file)
-        );
+    // The reference hashes these silently; a user should know.
+    let why = match hash.tar.end {
+        TarEnd::EmptyInput => Some("the input is empty; its hash is the empty layer's"),
+        TarEnd::CutInPadding => Some(
+            "the tar ends inside its last member's padding (truncated?); hashed as hcsshim reads it",
+        ),
+        TarEnd::MissingMarker | TarEnd::LoneZeroBlock => {
+            Some("the tar has no end-of-archive marker (truncated?); hashed as hcsshim reads it")
+        }
+        _ => None,
+    };
+    if let Some(why) = why {
+        eprintln!("confsum: warning: {}: {why}", crate::fsio::shown(file));
     }
-    Ok(root)
+    Ok(hash.root)
 }

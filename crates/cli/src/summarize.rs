@@ -132,7 +132,10 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     }
 
     let summary = summarizer.summarize(&text).map_err(|e| match e {
-        confsum_summarize::Error::InputTooLong { .. } => anyhow::anyhow!("{e} (pass --chunk)"),
+        confsum_summarize::Error::InputTooLong { .. }
+        | confsum_summarize::Error::InputTooLongPrefix { .. } => {
+            anyhow::anyhow!("{e} (pass --chunk)")
+        }
         e => e.into(),
     })?;
     let mut out = crate::fsio::stdout();

@@ -6,7 +6,10 @@
 //! it. Inside the workload, [`Volume`] opens the same image (or one made by
 //! cryptsetup) without privileges and [`Filesystem`] reads its files.
 //! [`Luks2`] manages key slots, so the key the HSM releases can be rotated
-//! without re-encrypting the data.
+//! without re-encrypting the data; [`LockedImage`] makes such changes on an
+//! image file serialized (an exclusive `flock`, as cryptsetup takes) and
+//! crash-safe, and [`KeyFile`] reads and writes key files within
+//! cryptsetup's limits.
 //!
 //! ```
 //! use confsum_encfs::{SealOptions, SealSource, Volume, seal};
@@ -32,6 +35,8 @@
 
 mod crypt;
 mod error;
+mod keyfile;
+mod locked;
 mod luks2;
 mod seal;
 mod volume;
@@ -39,7 +44,9 @@ mod volume;
 pub use crate::{
     crypt::{SectorCipher, VolumeKey},
     error::Error,
+    keyfile::KeyFile,
+    locked::LockedImage,
     luks2::{FormatOptions, Kdf, KeyslotInfo, KeyslotPriority, Luks2},
     seal::{SealOptions, SealReport, SealSource, seal, seal_into},
-    volume::{EntryInfo, FileKind, Filesystem, Volume},
+    volume::{EntryInfo, Escaped, FileKind, Filesystem, Volume},
 };

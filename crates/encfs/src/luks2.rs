@@ -41,7 +41,7 @@ mod header;
 mod json;
 mod keyslot;
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::Error;
 use crate::crypt::{SectorCipher, VolumeKey, random_fill};
@@ -400,8 +400,47 @@ impl Luks2 {
     /// nothing more specific.
     pub fn unlock<R: Read + Seek>(
         &self,
+        r: R,
+        passphrase: &[u8],
+    ) -> Result<(usize, VolumeKey), Error> {
+        self.unlock_with_progress(r, passphrase, &mut |_| {})
+    }
+
+    /// [`Luks2::unlock`], calling `before_slot` with each key slot it is
+    /// about to try, before that slot's key derivation runs. An Argon2id
+    /// slot made with cryptsetup's defaults (1 GiB, 4 lanes) takes seconds
+    /// to derive; this is where a program says so.
+    pub fn unlock_with_progress<R: Read + Seek>(
+        &self,
+        r: R,
+        passphrase: &[u8],
+        before_slot: &mut dyn FnMut(&KeyslotInfo),
+    ) -> Result<(usize, VolumeKey), Error> {
+        self.unlock_filtered(r, passphrase, None, before_slot)
+    }
+
+    /// Whether `passphrase` opens key slot `id` (whatever its priority).
+    pub(crate) fn opens_slot<R: Read + Seek>(
+        &self,
         mut r: R,
         passphrase: &[u8],
+        id: usize,
+    ) -> Result<bool, Error> {
+        let Some((_, params)) = self.slots.iter().find(|(i, _)| *i == id) else {
+            return Ok(false);
+        };
+        let digests = self.segment_digests(id)?;
+        let key = params.open(&mut r, passphrase)?;
+        Ok(digests.iter().any(|d| d.matches(&key)))
+    }
+
+    /// [`Luks2::unlock_with_progress`], never trying key slot `skip`.
+    pub(crate) fn unlock_filtered<R: Read + Seek>(
+        &self,
+        mut r: R,
+        passphrase: &[u8],
+        skip: Option<usize>,
+        before_slot: &mut dyn FnMut(&KeyslotInfo),
     ) -> Result<(usize, VolumeKey), Error> {
         let mut order: Vec<&(usize, SlotParams)> = self
             .slots
@@ -414,10 +453,14 @@ impl Luks2 {
                 .filter(|(_, p)| p.priority == KeyslotPriority::Normal),
         );
         for (id, params) in order {
+            if skip == Some(*id) {
+                continue;
+            }
             let digests = self.segment_digests(*id)?;
             if digests.is_empty() {
                 continue;
             }
+            before_slot(&params.info(*id));
             let key = params.open(&mut r, passphrase)?;
             if digests.iter().any(|d| d.matches(&key)) {
                 return Ok((*id, key));
@@ -490,7 +533,11 @@ impl Luks2 {
     /// copies (seqid + 1), into `f` in place. Returns the slot number.
     ///
     /// `f` must hold the header this value was read from (checked by its
-    /// seqid and UUID).
+    /// seqid and UUID). Nothing here serializes writers or makes the
+    /// writes durable: for an image file use [`LockedImage`], which does
+    /// both.
+    ///
+    /// [`LockedImage`]: crate::LockedImage
     pub fn add_key<F: Read + Write + Seek>(
         &mut self,
         mut f: F,
@@ -498,9 +545,22 @@ impl Luks2 {
         new_passphrase: &[u8],
         kdf: &Kdf,
     ) -> Result<usize, Error> {
+        self.add_key_synced(&mut f, existing, new_passphrase, kdf, &mut |f| f.flush())
+    }
+
+    /// [`Luks2::add_key`], calling `sync` after the key material and after
+    /// each metadata copy, so that each is on disk before the next starts.
+    pub(crate) fn add_key_synced<F: Read + Write + Seek>(
+        &mut self,
+        f: &mut F,
+        existing: &[u8],
+        new_passphrase: &[u8],
+        kdf: &Kdf,
+        sync: &mut dyn FnMut(&mut F) -> io::Result<()>,
+    ) -> Result<usize, Error> {
         let kdf = KdfParams::for_new_slot(kdf)?;
-        self.check_on_disk(&mut f)?;
-        let (_, key) = self.unlock(&mut f, existing)?;
+        self.check_on_disk(f)?;
+        let (_, key) = self.unlock(&mut *f, existing)?;
         let slot = (0..KEYSLOTS_MAX)
             .find(|id| !self.meta.keyslots.contains_key(&id.to_string()))
             .ok_or(Error::NoFreeKeyslot)?;
@@ -520,9 +580,13 @@ impl Luks2 {
         // Fail before writing anything if the metadata would not fit.
         meta.to_area(self.json_size())?;
 
+        // The area is free in the header on disk, so a crash while it is
+        // written leaves the old key set; it must be on disk before a
+        // header copy points at it.
         f.seek(SeekFrom::Start(offset))?;
         f.write_all(&material)?;
-        self.write_metadata(&mut f, meta)?;
+        sync(f)?;
+        self.write_metadata(f, meta, sync)?;
         Ok(slot)
     }
 
@@ -531,11 +595,29 @@ impl Luks2 {
     /// metadata copies (seqid + 1) into `f` in place. Refuses to remove the
     /// last key slot unless `allow_last`; without a key slot the volume
     /// key is lost for good.
+    ///
+    /// As with [`Luks2::add_key`], an image file is better changed through
+    /// [`LockedImage`], which serializes writers, checks that a remaining
+    /// key opens the image, and makes each step durable.
+    ///
+    /// [`LockedImage`]: crate::LockedImage
     pub fn remove_key<F: Read + Write + Seek>(
         &mut self,
         mut f: F,
         slot: usize,
         allow_last: bool,
+    ) -> Result<(), Error> {
+        self.remove_key_synced(&mut f, slot, allow_last, &mut |f| f.flush())
+    }
+
+    /// [`Luks2::remove_key`], calling `sync` after the wipe and after each
+    /// metadata copy.
+    pub(crate) fn remove_key_synced<F: Read + Write + Seek>(
+        &mut self,
+        f: &mut F,
+        slot: usize,
+        allow_last: bool,
+        sync: &mut dyn FnMut(&mut F) -> io::Result<()>,
     ) -> Result<(), Error> {
         let id = slot.to_string();
         let area = match self.meta.keyslots.get(&id) {
@@ -545,7 +627,7 @@ impl Luks2 {
         if self.meta.keyslots.len() == 1 && !allow_last {
             return Err(Error::LastKeyslot);
         }
-        self.check_on_disk(&mut f)?;
+        self.check_on_disk(f)?;
 
         let mut meta = self.meta.clone();
         meta.keyslots.remove(&id);
@@ -561,6 +643,10 @@ impl Luks2 {
         }
         meta.to_area(self.json_size())?;
 
+        // Wipe first, then drop the slot from the header, as cryptsetup's
+        // LUKS2_keyslot_wipe does: a crash in between leaves a slot whose
+        // key no longer opens anything, which is the new key set, and the
+        // key material is never left behind unreferenced.
         f.seek(SeekFrom::Start(area.offset.0))?;
         let mut left = area.size.0;
         let mut noise = vec![0; 1 << 20];
@@ -570,7 +656,8 @@ impl Luks2 {
             f.write_all(&noise[..n])?;
             left -= n as u64;
         }
-        self.write_metadata(&mut f, meta)
+        sync(f)?;
+        self.write_metadata(f, meta, sync)
     }
 
     fn json_size(&self) -> u64 {
@@ -601,16 +688,26 @@ impl Luks2 {
     fn check_on_disk<F: Read + Seek>(&self, f: &mut F) -> Result<(), Error> {
         let now = header::read_headers(f)?;
         if now.seqid != self.seqid || now.bin.uuid != self.bin.uuid {
-            return Err(Error::BadHeader(
-                "the image's header changed since it was read",
-            ));
+            return Err(Error::HeaderChanged);
         }
         Ok(())
     }
 
     /// Writes `meta` as both metadata copies with the next seqid, then
     /// makes it this value's metadata.
-    fn write_metadata<F: Write + Seek>(&mut self, f: &mut F, meta: Metadata) -> Result<(), Error> {
+    ///
+    /// The order is cryptsetup's (`LUKS2_disk_hdr_write`): the primary
+    /// copy, synced, then the secondary, synced, both with the same new
+    /// seqid. A reader takes the valid copy with the higher seqid, so a
+    /// crash at any point leaves the old metadata (primary torn: its
+    /// checksum fails and the old secondary is used) or the new one
+    /// (primary whole: its seqid is higher than the old secondary's).
+    fn write_metadata<F: Write + Seek>(
+        &mut self,
+        f: &mut F,
+        meta: Metadata,
+        sync: &mut dyn FnMut(&mut F) -> io::Result<()>,
+    ) -> Result<(), Error> {
         let json_area = meta.to_area(self.json_size())?;
         let mut bin = self.bin.clone();
         bin.seqid = self
@@ -620,9 +717,10 @@ impl Luks2 {
         let [primary, secondary] = bin.encode_pair(&self.salts, &json_area);
         f.seek(SeekFrom::Start(0))?;
         f.write_all(&primary)?;
+        sync(f)?;
         f.seek(SeekFrom::Start(bin.hdr_size))?;
         f.write_all(&secondary)?;
-        f.flush()?;
+        sync(f)?;
         let seqid = bin.seqid;
         *self = Luks2::from_parts(bin, meta, self.salts, seqid, [true; 2])?;
         Ok(())
@@ -727,7 +825,7 @@ mod tests {
         stale.seqid -= 1;
         assert!(matches!(
             stale.add_key(&mut f, b"c", b"d", &kdf),
-            Err(Error::BadHeader(_))
+            Err(Error::HeaderChanged)
         ));
     }
 

@@ -105,6 +105,9 @@ pub fn seal(
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    if let SealSource::Dir(source) = &source {
+        refuse_output_inside(source, dir, out)?;
+    }
     // Dropped (and so deleted) on any error below.
     let tmp = tempfile::Builder::new()
         .prefix(".confsum-seal-")
@@ -200,6 +203,22 @@ pub fn seal_into(
         filesystem_size,
         uuid: luks.uuid(),
     })
+}
+
+/// Refuses an output whose directory lies inside the directory being
+/// sealed: the image would be read into itself while it is written (its
+/// temporary file is made beside it). Paths that cannot be resolved are
+/// left to fail where they are used, with that step's error.
+fn refuse_output_inside(source: &Path, out_dir: &Path, out: &Path) -> Result<(), Error> {
+    if let (Ok(source), Ok(out_dir)) = (source.canonicalize(), out_dir.canonicalize()) {
+        if out_dir.starts_with(&source) {
+            return Err(Error::OutputInsideSource {
+                out: out.to_owned(),
+                source_dir: source,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Work for the encryption and writer threads, in image order.

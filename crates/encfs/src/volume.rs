@@ -4,9 +4,11 @@
 //! Sectors are decrypted only when read. The file system on top is read with
 //! `ext4-view`, a well-kept read-only ext4 reader, rather than by hand.
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -14,7 +16,7 @@ use ext4_view::{Ext4, Ext4Read, FileType};
 
 use crate::Error;
 use crate::crypt::SectorCipher;
-use crate::luks2::Luks2;
+use crate::luks2::{KeyslotInfo, Luks2};
 
 /// An unlocked LUKS2 image: its header and decrypting access to its data.
 pub struct Volume {
@@ -39,9 +41,29 @@ impl fmt::Debug for Volume {
 impl Volume {
     /// Opens `path` with a key file's bytes or a passphrase.
     pub fn open(path: &Path, passphrase: &[u8]) -> Result<Volume, Error> {
+        Self::open_with_progress(path, passphrase, &mut |_| {})
+    }
+
+    /// [`Volume::open`], calling `before_slot` before each key slot's key
+    /// derivation (see [`Luks2::unlock_with_progress`]).
+    ///
+    /// The header is read and the key slot opened under a shared `flock`
+    /// on the file, as cryptsetup's readers take, so that a key change in
+    /// progress ([`LockedImage`](crate::LockedImage)) is never seen half
+    /// done. The lock is released before this returns.
+    pub fn open_with_progress(
+        path: &Path,
+        passphrase: &[u8],
+        before_slot: &mut dyn FnMut(&KeyslotInfo),
+    ) -> Result<Volume, Error> {
         let file = File::open(path)?;
-        let luks = Luks2::read(&file)?;
-        let (slot, key) = luks.unlock(&file, passphrase)?;
+        crate::locked::lock_shared(&file)?;
+        let unlocked = Luks2::read(&file).and_then(|luks| {
+            let opened = luks.unlock_with_progress(&file, passphrase, before_slot)?;
+            Ok((luks, opened))
+        });
+        crate::locked::unlock(&file);
+        let (luks, (slot, key)) = unlocked?;
         let cipher = SectorCipher::new(&key, luks.sector_size(), luks.iv_tweak())?;
         let file_len = file.metadata()?.len();
         let data_len = match luks.segment_size() {
@@ -155,11 +177,14 @@ pub enum FileKind {
 }
 
 /// One entry of a sealed file system.
+///
+/// ext4 names are bytes, not text: [`EntryInfo::path`] holds them as they
+/// are on disk, and [`EntryInfo::display_path`] shows them to people.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EntryInfo {
-    /// Absolute path inside the image.
-    pub path: String,
+    /// Absolute path inside the image, as the bytes of its names.
+    pub path: Vec<u8>,
     /// File type.
     pub kind: FileKind,
     /// Permission bits (`0o7777`).
@@ -174,7 +199,72 @@ pub struct EntryInfo {
     pub mtime: i64,
 }
 
+impl EntryInfo {
+    /// The entry's own name: the last component of its path.
+    pub fn name(&self) -> &[u8] {
+        self.path.rsplit(|&b| b == b'/').next().unwrap_or_default()
+    }
+
+    /// The path for people; see [`Escaped`].
+    pub fn display_path(&self) -> Escaped<'_> {
+        Escaped(&self.path)
+    }
+
+    /// The name for people; see [`Escaped`].
+    pub fn display_name(&self) -> Escaped<'_> {
+        Escaped(self.name())
+    }
+}
+
+/// Bytes of a name shown as text without losing any: valid UTF-8 as it is,
+/// every other byte as `\xNN`, a backslash as `\\`, and control
+/// characters as `\xNN` (so a name cannot move a terminal's cursor or
+/// forge a line). `caf\xe9` is the Latin-1 spelling of "café".
+///
+/// ```
+/// use confsum_encfs::Escaped;
+/// assert_eq!(Escaped::new(b"caf\xe9").to_string(), r"caf\xe9");
+/// assert_eq!(Escaped::new("café".as_bytes()).to_string(), "café");
+/// assert_eq!(Escaped::new(b"a\\b\n").to_string(), r"a\\b\x0a");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Escaped<'a>(&'a [u8]);
+
+impl<'a> Escaped<'a> {
+    /// Wraps `bytes` for display.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Escaped(bytes)
+    }
+}
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                match c {
+                    '\\' => f.write_str("\\\\")?,
+                    c if c.is_control() => {
+                        let mut buf = [0; 4];
+                        for b in c.encode_utf8(&mut buf).bytes() {
+                            write!(f, "\\x{b:02x}")?;
+                        }
+                    }
+                    c => write!(f, "{c}")?,
+                }
+            }
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Read-only access to the ext4 file system of an unlocked image.
+///
+/// Paths are bytes (`&str`, `&[u8]` and `Vec<u8>` all work): ext4 names
+/// need not be UTF-8, and every one of them can be listed, read and
+/// extracted.
 pub struct Filesystem {
     fs: Ext4,
 }
@@ -185,25 +275,38 @@ impl fmt::Debug for Filesystem {
     }
 }
 
-fn fs_error(path: &str) -> impl FnOnce(ext4_view::Ext4Error) -> Error + '_ {
+fn fs_error(path: &[u8]) -> impl FnOnce(ext4_view::Ext4Error) -> Error + '_ {
     move |source| Error::Filesystem {
-        path: path.to_owned(),
+        path: Escaped(path).to_string(),
         source,
     }
 }
 
-fn join(dir: &str, name: &str) -> String {
-    if dir.ends_with('/') {
-        format!("{dir}{name}")
-    } else {
-        format!("{dir}/{name}")
+/// ext4-view's path for `path`, or the error it would give for it.
+fn ext4_path(path: &[u8]) -> Result<ext4_view::Path<'_>, Error> {
+    ext4_view::Path::try_from(path).map_err(|e| Error::BadPath {
+        path: Escaped(path).to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut out = dir.to_vec();
+    if !out.ends_with(b"/") {
+        out.push(b'/');
     }
+    out.extend_from_slice(name);
+    out
 }
 
 impl Filesystem {
     /// Describes `path` (not following a final symlink).
-    pub fn stat(&self, path: &str) -> Result<EntryInfo, Error> {
-        let md = self.fs.symlink_metadata(path).map_err(fs_error(path))?;
+    pub fn stat(&self, path: impl AsRef<[u8]>) -> Result<EntryInfo, Error> {
+        let path = path.as_ref();
+        let md = self
+            .fs
+            .symlink_metadata(ext4_path(path)?)
+            .map_err(fs_error(path))?;
         let kind = match md.file_type() {
             FileType::Regular => FileKind::File,
             FileType::Directory => FileKind::Dir,
@@ -221,31 +324,36 @@ impl Filesystem {
         })
     }
 
-    /// Lists a directory, sorted by name, without `.` and `..`.
-    pub fn list(&self, dir: &str) -> Result<Vec<EntryInfo>, Error> {
+    /// Lists a directory, sorted by name (as bytes), without `.` and `..`.
+    pub fn list(&self, dir: impl AsRef<[u8]>) -> Result<Vec<EntryInfo>, Error> {
+        let dir = dir.as_ref();
         let mut out = Vec::new();
-        for entry in self.fs.read_dir(dir).map_err(fs_error(dir))? {
+        for entry in self.fs.read_dir(ext4_path(dir)?).map_err(fs_error(dir))? {
             let entry = entry.map_err(fs_error(dir))?;
             let name = entry.file_name();
             if name.as_ref() == b"." || name.as_ref() == b".." {
                 continue;
             }
-            let name = String::from_utf8_lossy(name.as_ref()).into_owned();
-            out.push(self.stat(&join(dir, &name))?);
+            out.push(self.stat(join(dir, name.as_ref()))?);
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
     }
 
-    /// The target of a symlink.
-    pub fn read_link(&self, path: &str) -> Result<String, Error> {
-        let target = self.fs.read_link(path).map_err(fs_error(path))?;
-        Ok(String::from_utf8_lossy(target.as_ref()).into_owned())
+    /// The target of a symlink, as bytes.
+    pub fn read_link(&self, path: impl AsRef<[u8]>) -> Result<Vec<u8>, Error> {
+        let path = path.as_ref();
+        let target = self
+            .fs
+            .read_link(ext4_path(path)?)
+            .map_err(fs_error(path))?;
+        Ok(target.as_ref().to_vec())
     }
 
     /// Copies a regular file's bytes into `out`; returns how many.
-    pub fn copy_to(&self, path: &str, out: &mut dyn Write) -> Result<u64, Error> {
-        let mut file = self.fs.open(path).map_err(fs_error(path))?;
+    pub fn copy_to(&self, path: impl AsRef<[u8]>, out: &mut dyn Write) -> Result<u64, Error> {
+        let path = path.as_ref();
+        let mut file = self.fs.open(ext4_path(path)?).map_err(fs_error(path))?;
         let mut buf = vec![0u8; 1 << 20];
         let mut total = 0;
         loop {
@@ -259,8 +367,10 @@ impl Filesystem {
     }
 
     /// Copies the whole tree into `to`, which must not exist or be empty.
-    /// Files are created new (never through an existing symlink); devices
-    /// and FIFOs are skipped. Returns the number of entries written.
+    /// Names are written as the same bytes they have in the image, whatever
+    /// they are. Files are created new (never through an existing
+    /// symlink); devices and FIFOs are skipped. Returns the number of
+    /// entries written.
     pub fn extract(&self, to: &Path, progress: &mut dyn FnMut(u64)) -> Result<u64, Error> {
         if to.exists() && fs::read_dir(to)?.next().is_some() {
             return Err(Error::Exists(to.to_path_buf()));
@@ -271,18 +381,18 @@ impl Filesystem {
             .create(to)?;
         let mut count = 0;
         let mut bytes = 0;
-        let mut stack: Vec<(String, PathBuf)> = vec![("/".to_owned(), to.to_path_buf())];
+        let mut stack: Vec<(Vec<u8>, PathBuf)> = vec![(b"/".to_vec(), to.to_path_buf())];
         let mut dirs = Vec::new();
         while let Some((dir, dest)) = stack.pop() {
             for e in self.list(&dir)? {
                 // mkfs's lost+found is file system plumbing, not content.
-                if e.path == "/lost+found" && self.list(&e.path)?.is_empty() {
+                if e.path == b"/lost+found" && self.list(&e.path)?.is_empty() {
                     continue;
                 }
-                let name = e.path.rsplit('/').next().unwrap_or_default();
-                // ext4 names cannot hold '/', and "." and ".." are skipped by
-                // `list`, so every target stays inside `to`.
-                let target = dest.join(name);
+                // ext4 names cannot hold '/' or NUL (ext4-view refuses such
+                // entries), and "." and ".." are skipped by `list`, so every
+                // target stays inside `to`.
+                let target = dest.join(OsStr::from_bytes(e.name()));
                 match e.kind {
                     FileKind::Dir => {
                         fs::DirBuilder::new().mode(0o700).create(&target)?;
@@ -300,7 +410,8 @@ impl Filesystem {
                         progress(bytes);
                     }
                     FileKind::Symlink => {
-                        std::os::unix::fs::symlink(self.read_link(&e.path)?, &target)?;
+                        let link = self.read_link(&e.path)?;
+                        std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target)?;
                     }
                     FileKind::Special => continue,
                 }

@@ -94,9 +94,10 @@ fn seal_documents(dir: &Path, key: &[u8]) -> (PathBuf, SealReport) {
 /// Every regular file and symlink under `dir` of a sealed file system.
 fn walk(fs: &Filesystem, dir: &str, out: &mut BTreeMap<String, Vec<u8>>) {
     for e in fs.list(dir).unwrap() {
-        let rel = e.path.trim_start_matches('/').to_owned();
+        let path = String::from_utf8(e.path.clone()).unwrap();
+        let rel = path.trim_start_matches('/').to_owned();
         match e.kind {
-            FileKind::Dir if rel != "lost+found" => walk(fs, &e.path, out),
+            FileKind::Dir if rel != "lost+found" => walk(fs, &path, out),
             FileKind::File => {
                 let mut data = Vec::new();
                 fs.copy_to(&e.path, &mut data).unwrap();
@@ -106,7 +107,7 @@ fn walk(fs: &Filesystem, dir: &str, out: &mut BTreeMap<String, Vec<u8>>) {
             FileKind::Symlink => {
                 out.insert(
                     rel,
-                    format!("-> {}", fs.read_link(&e.path).unwrap()).into_bytes(),
+                    [&b"-> "[..], &fs.read_link(&e.path).unwrap()[..]].concat(),
                 );
             }
             _ => {}

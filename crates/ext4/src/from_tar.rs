@@ -7,7 +7,7 @@
 use std::io::{self, BufRead, Read};
 
 use crate::error::Error;
-use crate::gotar::{TarError, TarReader};
+use crate::gotar::{TarError, TarReader, TarReport};
 use crate::sink::BlockSink;
 use crate::writer::{FileSpec, Writer, lossy, mode, split_last};
 
@@ -99,11 +99,40 @@ pub fn decompress<'a, R: BufRead + 'a>(mut input: R) -> io::Result<Box<dyn Read 
 
 /// Converts an uncompressed tar stream into an ext4 image written to `sink`,
 /// and returns the sink once the image is complete.
+///
+/// The stream is read as hcsshim's `tar2ext4` reads it (Go's
+/// `archive/tar`): a stream that stops right after a member, after one
+/// zero block, or inside the padding after the last member's data is
+/// complete, and an empty input is an archive with no members (the empty
+/// layer). A header or data cut short is [`Error::Tar`]. To tell those
+/// cases apart, use [`convert_tar_with_report`].
 pub fn convert_tar<R: Read, S: BlockSink>(
     input: R,
     sink: S,
     options: &Options,
 ) -> Result<S, Error> {
+    convert_tar_with_report(input, sink, options).map(|(sink, _)| sink)
+}
+
+/// [`convert_tar`], also saying how the archive ended and how many members
+/// it had, so that a program can warn about an empty input or a missing
+/// end-of-archive marker that the reference accepts silently.
+///
+/// ```
+/// use confsum_ext4::{convert_tar_with_report, ImageSink, Options, TarEnd};
+/// use std::io::Cursor;
+///
+/// let sink = ImageSink::new(Cursor::new(Vec::new()));
+/// let (_, report) = convert_tar_with_report(&b""[..], sink, &Options::default())?;
+/// assert!(report.is_empty_input());
+/// assert_eq!((report.entries, report.end), (0, TarEnd::EmptyInput));
+/// # Ok::<(), confsum_ext4::Error>(())
+/// ```
+pub fn convert_tar_with_report<R: Read, S: BlockSink>(
+    input: R,
+    sink: S,
+    options: &Options,
+) -> Result<(S, TarReport), Error> {
     let mut tar = TarReader::new(input);
     let mut w = Writer::new(sink, options);
     let mut last: Option<String> = None;
@@ -186,7 +215,11 @@ pub fn convert_tar<R: Read, S: BlockSink>(
             w.write_data(chunk)?;
         }
     }
-    w.close()
+    let report = tar.report().ok_or_else(|| Error::Tar {
+        entry: last.clone(),
+        source: io::Error::other("the tar reader stopped before the end"),
+    })?;
+    Ok((w.close()?, report))
 }
 
 fn tar_error(e: TarError, last: &Option<String>) -> Error {

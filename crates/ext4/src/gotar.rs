@@ -43,6 +43,57 @@ pub(crate) struct Entry {
     pub(crate) pax: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
+/// How a tar stream ended. Go's `archive/tar` (and so hcsshim's
+/// `tar2ext4`, which stops at the first `io.EOF` from `Reader.Next`) takes
+/// all of these as a clean end; only the first is a complete archive.
+///
+/// What Go does, from `src/archive/tar/reader.go`: `readHeader` returns
+/// `io.EOF` when it reads exactly 0 bytes where a header would start, or
+/// one zero block and then nothing, or two zero blocks; the padding after
+/// a member's data is read with `tryReadFull`, which gives `io.EOF` (not
+/// `io.ErrUnexpectedEOF`) when the input stops inside it. A header, data
+/// or a second zero block cut short is `io.ErrUnexpectedEOF`, an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TarEnd {
+    /// Two zero blocks: a complete archive.
+    Marker,
+    /// One zero block, then the end of the input.
+    LoneZeroBlock,
+    /// The input stopped right after a member: no end-of-archive blocks.
+    MissingMarker,
+    /// The input stopped inside the zero padding after the last member's
+    /// data (GNU tar calls such an archive truncated; Go does not).
+    CutInPadding,
+    /// The input was empty: 0 bytes. Go reads it as an archive with no
+    /// members, so its image is the empty layer's.
+    EmptyInput,
+}
+
+/// What reading a tar stream found, beyond its members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TarReport {
+    /// Members read, as Go's `Reader.Next` returns them (global PAX
+    /// headers count; PAX and GNU long-name headers fold into the next).
+    pub entries: u64,
+    /// How the stream ended.
+    pub end: TarEnd,
+}
+
+impl TarReport {
+    /// Whether the input had no bytes at all. Its image is the empty
+    /// layer's, as the reference gives it; a program may want to say so.
+    pub fn is_empty_input(&self) -> bool {
+        self.end == TarEnd::EmptyInput
+    }
+
+    /// Whether the archive ended with its end-of-archive marker.
+    pub fn is_complete(&self) -> bool {
+        self.end == TarEnd::Marker
+    }
+}
+
 /// Why an archive cannot be read.
 #[derive(Debug)]
 pub(crate) enum TarError {
@@ -69,6 +120,11 @@ pub(crate) struct TarReader<R> {
     /// Padding after the current entry's data.
     pad: u64,
     done: bool,
+    /// Bytes read from the input so far.
+    read: u64,
+    entries: u64,
+    /// How the input ended, once it has.
+    end: Option<TarEnd>,
 }
 
 fn field(b: &[u8; BLOCK], start: usize, len: usize) -> &[u8] {
@@ -229,7 +285,18 @@ impl<R: Read> TarReader<R> {
             remaining: 0,
             pad: 0,
             done: false,
+            read: 0,
+            entries: 0,
+            end: None,
         }
+    }
+
+    /// What was read; `None` until the end of the archive was reached.
+    pub(crate) fn report(&self) -> Option<TarReport> {
+        self.end.map(|end| TarReport {
+            entries: self.entries,
+            end,
+        })
     }
 
     /// Reads until `buf` is full or the input ends; returns the bytes read.
@@ -243,6 +310,7 @@ impl<R: Read> TarReader<R> {
                 Err(e) => return Err(e),
             }
         }
+        self.read += n as u64;
         Ok(n)
     }
 
@@ -276,6 +344,7 @@ impl<R: Read> TarReader<R> {
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
+        self.read += n as u64;
         self.remaining -= n as u64;
         Ok(n)
     }
@@ -304,21 +373,38 @@ impl<R: Read> TarReader<R> {
         self.remaining = 0;
         let pad = self.pad;
         self.pad = 0;
-        Ok(self.skip(pad)? == pad)
+        if self.skip(pad)? == pad {
+            return Ok(true);
+        }
+        self.end = Some(TarEnd::CutInPadding);
+        Ok(false)
     }
 
     /// Reads one header block; `None` at the end of the archive.
     fn read_header(&mut self) -> Result<Option<Entry>, TarError> {
         let mut blk = [0u8; BLOCK];
         match self.read_full(&mut blk)? {
-            0 => return Ok(None),
+            0 => {
+                self.end = Some(if self.read == 0 {
+                    TarEnd::EmptyInput
+                } else {
+                    TarEnd::MissingMarker
+                });
+                return Ok(None);
+            }
             BLOCK => {}
             _ => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
         }
         if blk.iter().all(|&c| c == 0) {
             match self.read_full(&mut blk)? {
-                0 => return Ok(None),
-                BLOCK if blk.iter().all(|&c| c == 0) => return Ok(None),
+                0 => {
+                    self.end = Some(TarEnd::LoneZeroBlock);
+                    return Ok(None);
+                }
+                BLOCK if blk.iter().all(|&c| c == 0) => {
+                    self.end = Some(TarEnd::Marker);
+                    return Ok(None);
+                }
                 BLOCK => return Err(TarError::Invalid("zero block followed by a header")),
                 _ => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
             }
@@ -442,6 +528,7 @@ impl<R: Read> TarReader<R> {
                             ));
                         }
                         let pax = std::mem::take(&mut g.pax);
+                        self.entries += 1;
                         return Ok(Some(Entry {
                             typeflag: b'g',
                             name: g.name,
@@ -468,6 +555,7 @@ impl<R: Read> TarReader<R> {
                     }
                     // PAX may have changed the size.
                     self.start_data(&e)?;
+                    self.entries += 1;
                     return Ok(Some(e));
                 }
             }

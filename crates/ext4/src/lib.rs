@@ -42,5 +42,8 @@ mod xattr;
 
 pub use crate::error::{Error, Refusal};
 pub use crate::from_dir::convert_dir;
-pub use crate::from_tar::{Options, PathPolicy, Writable, convert_tar, decompress};
+pub use crate::from_tar::{
+    Options, PathPolicy, Writable, convert_tar, convert_tar_with_report, decompress,
+};
+pub use crate::gotar::{TarEnd, TarReport};
 pub use crate::sink::{BLOCK_SIZE, BlockSink, ImageSink};

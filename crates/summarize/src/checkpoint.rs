@@ -10,7 +10,7 @@ use tokenizers::Tokenizer;
 
 use crate::bart::BartConfig;
 use crate::config::opt_usize;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TokenizerMismatch};
 use crate::generate::GenerationConfig;
 use crate::t5::T5Config;
 use crate::weights::Weights;
@@ -115,6 +115,66 @@ fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
     Ok(tokenizer)
 }
 
+/// Checks that `tokenizer` belongs to a model of `vocab` embeddings with
+/// the special ids of `generation`: a tokenizer from another family loads
+/// and runs, and gives an empty or meaningless summary, so this is the
+/// only place the mistake can be caught.
+fn check_tokenizer(
+    tokenizer: &Tokenizer,
+    vocab: usize,
+    generation: &GenerationConfig,
+) -> Result<(), TokenizerMismatch> {
+    let size = tokenizer.get_vocab_size(true);
+    if size > vocab {
+        return Err(TokenizerMismatch::VocabTooLarge {
+            tokenizer: size,
+            model: vocab,
+        });
+    }
+    let g = generation;
+    let ids = [
+        ("pad_token_id", g.pad_token_id),
+        ("decoder_start_token_id", g.decoder_start_token_id),
+        ("bos_token_id", g.bos_token_id),
+        ("forced_bos_token_id", g.forced_bos_token_id),
+    ]
+    .into_iter()
+    .filter_map(|(name, id)| Some((name, id?)))
+    .chain(g.eos_token_ids.iter().map(|&id| ("eos_token_id", id)))
+    .chain(
+        g.forced_eos_token_ids
+            .iter()
+            .map(|&id| ("forced_eos_token_id", id)),
+    );
+    for (name, id) in ids {
+        if id as usize >= vocab {
+            return Err(TokenizerMismatch::IdOutsideVocab { name, id, vocab });
+        }
+        if tokenizer.id_to_token(id).is_none() {
+            return Err(TokenizerMismatch::IdNotInTokenizer { name, id });
+        }
+    }
+    // T5's and BART's tokenizers both end an input with their end token;
+    // it must be the model's.
+    let encode = |special| {
+        tokenizer
+            .encode("a", special)
+            .map(|e| e.get_ids().to_vec())
+            .unwrap_or_default()
+    };
+    let (with, without) = (encode(true), encode(false));
+    if let Some(&last) = with.last() {
+        let appended = with.len() > without.len() && without.last() != Some(&last);
+        if appended && !g.eos_token_ids.is_empty() && !g.eos_token_ids.contains(&last) {
+            return Err(TokenizerMismatch::EndToken {
+                tokenizer: last,
+                model: g.eos_token_ids.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl Checkpoint {
     /// Reads the checkpoint in folder `dir`.
     ///
@@ -124,8 +184,9 @@ impl Checkpoint {
     /// [`Error::Config`] for a configuration that is not JSON or not what a
     /// T5 or BART checkpoint holds, [`Error::UnsupportedModel`] for another
     /// `model_type`, [`Error::Tokenizer`] for a tokenizer that does not
-    /// load, [`Error::Safetensors`] for a malformed or truncated weights
-    /// file.
+    /// load, [`Error::TokenizerMismatch`] for a tokenizer that does not
+    /// fit the model (vocabulary size, special ids, end token),
+    /// [`Error::Safetensors`] for a malformed or truncated weights file.
     pub fn load(dir: &Path) -> Result<Self> {
         let config = read_json(dir, "config.json")?.ok_or_else(|| Error::MissingFile {
             path: dir.join("config.json"),
@@ -160,6 +221,11 @@ impl Checkpoint {
         let generation_json = read_json(dir, "generation_config.json")?;
         let generation = GenerationConfig::from_json(&config, generation_json.as_ref())?;
         let tokenizer = load_tokenizer(dir)?;
+        let vocab = match &model_config {
+            ModelConfig::T5(c) => c.vocab_size,
+            ModelConfig::Bart(c) => c.vocab_size,
+        };
+        check_tokenizer(&tokenizer, vocab, &generation)?;
         let weights = Weights::open(&dir.join("model.safetensors"), &Device::Cpu)?;
         Ok(Self {
             dir: dir.to_owned(),

@@ -52,10 +52,10 @@ mod weights;
 
 pub use crate::{
     checkpoint::{Checkpoint, Family},
-    error::{Error, Result},
+    error::{Error, Result, SettingError, TokenizerMismatch},
     generate::{EarlyStopping, GenerationConfig},
     nn::Precision,
-    summarizer::{LoadOptions, Summarizer, Summary},
+    summarizer::{ChunkProgress, LoadOptions, Summarizer, Summary},
 };
 
 /// The environment variables candle sizes its thread pools from, once,

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use crate::checkpoint::Checkpoint;
-use crate::error::{Error, Result};
+use crate::checkpoint::{Checkpoint, Family};
+use crate::error::{Error, Result, SettingError};
 use crate::generate::{GenerationConfig, generate};
 use crate::model::{Model, Seq2Seq};
 use crate::nn::Precision;
@@ -15,6 +15,25 @@ const MAX_CHUNK_ROUNDS: usize = 4;
 /// Tokens kept free in each chunk: re-tokenizing a chunk's text on its own
 /// may give a token or two more than it had inside the whole text.
 const CHUNK_MARGIN: usize = 4;
+
+/// Inputs up to this many bytes per token of the window are counted
+/// exactly; beyond, a prefix of that size is tokenized first, and an input
+/// whose prefix is already over the window is refused without tokenizing
+/// the rest (see [`Summarizer::summarize`]).
+const PREFIX_BYTES_PER_WINDOW_TOKEN: usize = 64;
+
+/// Where chunked summarization is; see [`Summarizer::summarize_with_progress`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChunkProgress {
+    /// The round (1-based): round 1 summarizes chunks of the input, later
+    /// rounds chunks of the joined summaries.
+    pub round: usize,
+    /// Chunks of this round summarized so far.
+    pub done: usize,
+    /// Chunks in this round.
+    pub chunks: usize,
+}
 
 /// How to load a checkpoint.
 ///
@@ -90,6 +109,18 @@ pub struct Summary {
 /// again, repeating while it is still too long (at most four rounds).
 /// This is not something transformers does, so such
 /// summaries cannot be compared with it.
+///
+/// # Limits checked before work
+///
+/// Before anything is tokenized or generated, the generation settings are
+/// checked ([`Summarizer::check_generation_config`]), and an input far
+/// over the window is refused from a prefix: when chunking is off and the
+/// text is longer than 64 bytes per window token, its first such bytes
+/// (cut where ASCII whitespace ends a word) are tokenized, and if they are
+/// already over the window the text is refused with
+/// [`Error::InputTooLongPrefix`]. That never refuses a text that would
+/// fit: T5's and BART's pre-tokenizers split at whitespace, so the tokens
+/// of such a prefix are the first tokens of the whole text.
 pub struct Summarizer {
     checkpoint: Checkpoint,
     model: Model,
@@ -141,6 +172,92 @@ impl Summarizer {
         &mut self.generation
     }
 
+    /// Checks the generation settings before any work: `length_penalty`
+    /// is finite, `min_new_tokens` is at most `max_new_tokens` and
+    /// `min_length` at most `max_length` (when both are set and used), and
+    /// the number of new tokens is within the model's limit: BART's
+    /// `max_position_embeddings` (its decoder has no position beyond), and
+    /// for T5, whose relative positions have no end, the checkpoint's
+    /// window ([`Checkpoint::window`]), so that a huge `max_new_tokens`
+    /// cannot run for hours. [`Summarizer::summarize`] and
+    /// [`Summarizer::generate_ids`] call it first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Setting`].
+    pub fn check_generation_config(&self) -> Result<()> {
+        let g = &self.generation;
+        if !g.length_penalty.is_finite() {
+            return Err(SettingError::NotFinite {
+                setting: "length_penalty",
+                value: g.length_penalty,
+            }
+            .into());
+        }
+        if let (Some(min), Some(max)) = (g.min_new_tokens, g.max_new_tokens) {
+            if min > max {
+                return Err(SettingError::MinAboveMax {
+                    min_setting: "min_new_tokens",
+                    min,
+                    max_setting: "max_new_tokens",
+                    max,
+                }
+                .into());
+            }
+        }
+        if let (None, Some(max)) = (g.max_new_tokens, g.max_length) {
+            if g.min_length > max {
+                return Err(SettingError::MinAboveMax {
+                    min_setting: "min_length",
+                    min: g.min_length,
+                    max_setting: "max_length",
+                    max,
+                }
+                .into());
+            }
+        }
+        // New tokens after the decoder start token, as generation counts.
+        let requested = match (g.max_new_tokens, g.max_length) {
+            (Some(n), _) => n,
+            (None, Some(m)) => m.saturating_sub(1),
+            (None, None) => 0,
+        };
+        let limit = match self.checkpoint.family() {
+            Family::Bart => g
+                .max_position_embeddings
+                .unwrap_or(self.checkpoint.window()),
+            _ => self.checkpoint.window(),
+        };
+        if requested > limit {
+            return Err(SettingError::TooManyNewTokens { requested, limit }.into());
+        }
+        Ok(())
+    }
+
+    /// Refuses, from a prefix, a text so long that counting all its tokens
+    /// would be the costly part (see the type's doc).
+    fn refuse_far_too_long(&self, text: &str) -> Result<()> {
+        let window = self.checkpoint.window();
+        let budget = window.saturating_mul(PREFIX_BYTES_PER_WINDOW_TOKEN);
+        if text.len() <= budget {
+            return Ok(());
+        }
+        let Some(cut) = whitespace_cut(text, budget) else {
+            // No place to cut that keeps tokens whole: count them all.
+            return Ok(());
+        };
+        let prefix_tokens = self.encode_text(text.get(..cut).unwrap_or_default())?.len();
+        if prefix_tokens > window {
+            return Err(Error::InputTooLongPrefix {
+                bytes: text.len(),
+                prefix_bytes: cut,
+                prefix_tokens,
+                window,
+            });
+        }
+        Ok(())
+    }
+
     /// Token ids of `text` as the model's input: the summarization prefix,
     /// the text and the tokenizer's special tokens, as
     /// `tokenizer(prefix + text).input_ids` gives them.
@@ -186,6 +303,7 @@ impl Summarizer {
         if input_ids.iter().any(Vec::is_empty) {
             return Err(Error::EmptyInput);
         }
+        self.check_generation_config()?;
         let rows = generate(&mut self.model, input_ids, &self.generation);
         // The caches hold the encoder output and every layer's keys and
         // values: no use once generation is over.
@@ -201,10 +319,39 @@ impl Summarizer {
     /// [`Error::InputTooLong`] for a text beyond the window with chunking
     /// off, and those of [`Summarizer::generate_ids`].
     pub fn summarize(&mut self, text: &str) -> Result<Summary> {
-        let mut summaries = self.summarize_batch(&[text])?;
-        summaries
-            .pop()
-            .ok_or_else(|| Error::Generation("no output row".to_owned()))
+        self.summarize_with_progress(text, &mut |_| {})
+    }
+
+    /// [`Summarizer::summarize`], calling `progress` as chunked
+    /// summarization goes (before the first chunk of each round, and after
+    /// each chunk); a text that fits the window is one generation and gets
+    /// no calls. Chunking a long text takes a generation per chunk, so
+    /// this is where a program shows how far it is.
+    ///
+    /// # Errors
+    ///
+    /// As [`Summarizer::summarize`].
+    pub fn summarize_with_progress(
+        &mut self,
+        text: &str,
+        progress: &mut dyn FnMut(ChunkProgress),
+    ) -> Result<Summary> {
+        self.check_generation_config()?;
+        if !self.chunking {
+            self.refuse_far_too_long(text)?;
+        }
+        let ids = self.encode_text(text)?;
+        let window = self.checkpoint.window();
+        if ids.len() <= window {
+            return self.summarize_ids(ids);
+        }
+        if !self.chunking {
+            return Err(Error::InputTooLong {
+                tokens: ids.len(),
+                window,
+            });
+        }
+        self.summarize_long(text, progress)
     }
 
     /// Summarizes several texts as one padded batch (a text that needs
@@ -214,11 +361,15 @@ impl Summarizer {
     ///
     /// As [`Summarizer::summarize`], for the first text that fails.
     pub fn summarize_batch(&mut self, texts: &[&str]) -> Result<Vec<Summary>> {
+        self.check_generation_config()?;
         let window = self.checkpoint.window();
         let mut direct = Vec::new();
         let mut slots: Vec<Option<Summary>> = Vec::with_capacity(texts.len());
         let mut long = Vec::new();
         for (i, text) in texts.iter().enumerate() {
+            if !self.chunking {
+                self.refuse_far_too_long(text)?;
+            }
             let ids = self.encode_text(text)?;
             if ids.len() > window {
                 if !self.chunking {
@@ -252,7 +403,7 @@ impl Summarizer {
         }
         for i in long {
             let text = texts.get(i).copied().unwrap_or_default();
-            let summary = self.summarize_long(text)?;
+            let summary = self.summarize_long(text, &mut |_| {})?;
             if let Some(slot) = slots.get_mut(i) {
                 *slot = Some(summary);
             }
@@ -290,11 +441,15 @@ impl Summarizer {
     }
 
     /// Chunk, summarize the chunks, join, repeat (see the type's doc).
-    fn summarize_long(&mut self, text: &str) -> Result<Summary> {
+    fn summarize_long(
+        &mut self,
+        text: &str,
+        progress: &mut dyn FnMut(ChunkProgress),
+    ) -> Result<Summary> {
         let window = self.checkpoint.window();
         let mut current = text.to_owned();
         let mut tokens = usize::MAX;
-        for _ in 0..MAX_CHUNK_ROUNDS {
+        for round in 1..=MAX_CHUNK_ROUNDS {
             let ids = self.encode_text(&current)?;
             if ids.len() <= window {
                 return self.summarize_ids(ids);
@@ -306,8 +461,17 @@ impl Summarizer {
             }
             tokens = ids.len();
             let mut parts = Vec::new();
-            for chunk in self.split(&current)? {
+            let chunks = self.split(&current)?;
+            let mut at = ChunkProgress {
+                round,
+                done: 0,
+                chunks: chunks.len(),
+            };
+            progress(at);
+            for chunk in chunks {
                 let part = self.summarize_ids(chunk)?;
+                at.done += 1;
+                progress(at);
                 let part = part.text.trim();
                 if !part.is_empty() {
                     parts.push(part.to_owned());
@@ -389,4 +553,23 @@ impl Summarizer {
         }
         Ok(chunks)
     }
+}
+
+/// The largest index at most `max` where ASCII whitespace follows a
+/// character that is not whitespace: a place to cut `text` that ends a
+/// word, so that the prefix's tokens are the whole text's first tokens.
+/// (Only ASCII whitespace: no normalizer drops or merges it.)
+fn whitespace_cut(text: &str, max: usize) -> Option<usize> {
+    let mut cut = None;
+    let mut prev_ws = true;
+    for (i, c) in text.char_indices() {
+        if i > max {
+            break;
+        }
+        if c.is_ascii_whitespace() && !prev_ws {
+            cut = Some(i);
+        }
+        prev_ws = c.is_whitespace();
+    }
+    cut
 }

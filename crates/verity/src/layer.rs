@@ -8,7 +8,7 @@
 
 use std::io::{BufReader, Read};
 
-use confsum_ext4::{BlockSink, Options, convert_tar, decompress};
+use confsum_ext4::{BlockSink, Options, TarReport, convert_tar_with_report, decompress};
 
 use crate::{Error, RootHash, VerityHasher};
 
@@ -32,7 +32,41 @@ const READ_BUFFER: usize = 1 << 20;
 /// read, [`Error::Ext4`] for a malformed or refused tar or an I/O error
 /// while reading it (the ext4 error is the [`source`](std::error::Error::source)).
 pub fn layer_root_hash<R: Read>(layer: R, options: &Options) -> Result<RootHash, Error> {
-    convert_tar(open(layer)?, VerityHasher::new(), options)?.root_hash()
+    Ok(hash_layer(layer, options)?.root)
+}
+
+/// What hashing a layer found: its root hash, and how its tar ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LayerHash {
+    /// The layer's root hash.
+    pub root: RootHash,
+    /// How the tar stream ended. The reference hashes an empty input, or a
+    /// tar cut inside its last padding, without a word; a tool may want to
+    /// say so.
+    pub tar: TarReport,
+}
+
+/// [`layer_root_hash`], with the [`LayerHash::tar`] report.
+pub fn hash_layer<R: Read>(layer: R, options: &Options) -> Result<LayerHash, Error> {
+    let (hasher, tar) = convert_tar_with_report(open(layer)?, VerityHasher::new(), options)?;
+    Ok(LayerHash {
+        root: hasher.root_hash()?,
+        tar,
+    })
+}
+
+/// [`layer_root_hash_with_image`], with the [`LayerHash::tar`] report.
+pub fn hash_layer_with_image<R: Read, S: BlockSink>(
+    layer: R,
+    options: &Options,
+    image: S,
+) -> Result<(LayerHash, S), Error> {
+    let tar = open(layer)?;
+    let ((image, hasher), tar) =
+        convert_tar_with_report(tar, (image, VerityHasher::new()), options)?;
+    let root = hasher.root_hash()?;
+    Ok((LayerHash { root, tar }, image))
 }
 
 /// [`layer_root_hash`], also writing the layer's ext4 image to `image`, which
@@ -47,9 +81,8 @@ pub fn layer_root_hash_with_image<R: Read, S: BlockSink>(
     options: &Options,
     image: S,
 ) -> Result<(RootHash, S), Error> {
-    let tar = open(layer)?;
-    let (image, hasher) = convert_tar(tar, (image, VerityHasher::new()), options)?;
-    Ok((hasher.root_hash()?, image))
+    let (hash, image) = hash_layer_with_image(layer, options, image)?;
+    Ok((hash.root, image))
 }
 
 /// The layer's tar stream, decompressed if its first bytes say so.

@@ -50,7 +50,9 @@ mod tree;
 pub use crate::{
     error::Error,
     hasher::VerityHasher,
-    layer::{layer_root_hash, layer_root_hash_with_image},
+    layer::{
+        LayerHash, hash_layer, hash_layer_with_image, layer_root_hash, layer_root_hash_with_image,
+    },
     root::{RootHash, root_hash},
     superblock::VeritySuperblock,
     tree::VerityTree,
