@@ -34,6 +34,7 @@ mod format;
 mod from_dir;
 mod from_tar;
 mod gotar;
+mod options;
 mod sink;
 mod time;
 mod writer;
@@ -41,5 +42,6 @@ mod xattr;
 
 pub use crate::error::{Error, Refusal};
 pub use crate::from_dir::convert_dir;
-pub use crate::from_tar::{Options, PathPolicy, Writable, convert_tar, decompress};
+pub use crate::from_tar::{convert_tar, decompress};
+pub use crate::options::{Options, PathPolicy, Writable};
 pub use crate::sink::{BLOCK_SIZE, BlockSink, ImageSink};
