@@ -10,8 +10,8 @@
 use candle_core::{DType, Tensor};
 use serde_json::Value;
 
-use crate::config::{field, opt_bool, opt_usize, positive};
 use crate::error::{Error, Result};
+use crate::json::{Fields, count, flag, string};
 use crate::model::Seq2Seq;
 use crate::nn::{Activation, Linear, Precision};
 use crate::weights::Weights;
@@ -53,84 +53,54 @@ pub(crate) struct BartConfig {
     pub(crate) tie_word_embeddings: bool,
 }
 
-fn count(v: &Value, key: &str) -> Result<usize> {
-    opt_usize(v, key)?.ok_or_else(|| Error::config(CONFIG, format!("{key} is missing")))
-}
-
-fn flag(v: &Value, key: &str, default: bool) -> Result<bool> {
-    Ok(opt_bool(v, key)?.unwrap_or(default))
-}
-
 impl BartConfig {
     /// Reads a parsed `config.json`. Sizes must be present; flags default
     /// as transformers' `BartConfig` defaults them. Token ids are left to
     /// the generation settings.
     pub(crate) fn from_json(v: &Value) -> Result<Self> {
-        if !v.is_object() {
-            return Err(Error::config(CONFIG, "not a JSON object"));
-        }
-        match field(v, "model_type") {
-            None => {}
-            Some(Value::String(kind)) if kind == "bart" => {}
-            Some(Value::String(kind)) => return Err(Error::UnsupportedModel(kind.clone())),
-            Some(x) => {
-                return Err(Error::config(
-                    CONFIG,
-                    format!("model_type must be a string, not {x}"),
-                ));
-            }
+        let v = Fields::new(CONFIG, v)?;
+        match v.opt("model_type", string)? {
+            None | Some("bart") => {}
+            Some(kind) => return Err(Error::UnsupportedModel(kind.to_owned())),
         }
         // transformers 4 kept these from fairseq; a pre-LN (mBART-style)
         // network would need other weights and another order of norms.
         for key in ["normalize_before", "add_final_layer_norm"] {
-            if flag(v, key, false)? {
-                return Err(Error::config(
-                    CONFIG,
-                    format!("{key} is true: pre-layer-norm (mBART-style) BART is not supported"),
-                ));
+            if v.opt(key, flag)? == Some(true) {
+                return Err(v.error(format!(
+                    "{key} is true: pre-layer-norm (mBART-style) BART is not supported"
+                )));
             }
         }
-        let activation_name = match field(v, "activation_function") {
-            None => "gelu",
-            Some(x) => x.as_str().ok_or_else(|| {
-                Error::config(
-                    CONFIG,
-                    format!("activation_function must be a string, not {x}"),
-                )
-            })?,
-        };
+        let activation_name = v.opt("activation_function", string)?.unwrap_or("gelu");
         let activation = Activation::from_name(activation_name).ok_or_else(|| {
-            Error::config(
-                CONFIG,
-                format!("activation_function {activation_name:?} is not supported"),
-            )
+            v.error(format!(
+                "activation_function {activation_name:?} is not supported"
+            ))
         })?;
         let config = Self {
-            vocab_size: positive(v, "vocab_size", None)?,
-            d_model: positive(v, "d_model", None)?,
-            encoder_layers: count(v, "encoder_layers")?,
-            decoder_layers: count(v, "decoder_layers")?,
-            encoder_attention_heads: positive(v, "encoder_attention_heads", None)?,
-            decoder_attention_heads: positive(v, "decoder_attention_heads", None)?,
-            encoder_ffn_dim: positive(v, "encoder_ffn_dim", None)?,
-            decoder_ffn_dim: positive(v, "decoder_ffn_dim", None)?,
-            max_position_embeddings: positive(v, "max_position_embeddings", None)?,
+            vocab_size: v.positive("vocab_size", None)?,
+            d_model: v.positive("d_model", None)?,
+            encoder_layers: v.required("encoder_layers", count)?,
+            decoder_layers: v.required("decoder_layers", count)?,
+            encoder_attention_heads: v.positive("encoder_attention_heads", None)?,
+            decoder_attention_heads: v.positive("decoder_attention_heads", None)?,
+            encoder_ffn_dim: v.positive("encoder_ffn_dim", None)?,
+            decoder_ffn_dim: v.positive("decoder_ffn_dim", None)?,
+            max_position_embeddings: v.positive("max_position_embeddings", None)?,
             activation,
-            scale_embedding: flag(v, "scale_embedding", false)?,
-            tie_word_embeddings: flag(v, "tie_word_embeddings", true)?,
+            scale_embedding: v.opt("scale_embedding", flag)?.unwrap_or(false),
+            tie_word_embeddings: v.opt("tie_word_embeddings", flag)?.unwrap_or(true),
         };
         for (key, heads) in [
             ("encoder_attention_heads", config.encoder_attention_heads),
             ("decoder_attention_heads", config.decoder_attention_heads),
         ] {
             if config.d_model % heads != 0 {
-                return Err(Error::config(
-                    CONFIG,
-                    format!(
-                        "d_model {} is not a multiple of {key} {heads}",
-                        config.d_model
-                    ),
-                ));
+                return Err(v.error(format!(
+                    "d_model {} is not a multiple of {key} {heads}",
+                    config.d_model
+                )));
             }
         }
         if config
@@ -138,10 +108,7 @@ impl BartConfig {
             .checked_add(POSITION_OFFSET)
             .is_none()
         {
-            return Err(Error::config(
-                CONFIG,
-                "max_position_embeddings is too large",
-            ));
+            return Err(v.error("max_position_embeddings is too large"));
         }
         Ok(config)
     }

@@ -28,6 +28,7 @@ use serde_json::Value;
 
 use crate::{
     error::{Error, Result},
+    json::{count, opt, token_id, token_ids, truthy},
     model::Seq2Seq,
 };
 
@@ -217,38 +218,6 @@ fn is_inert(key: &str, value: &Value) -> bool {
             }
         }
         _ => false,
-    }
-}
-
-fn token_id(key: &str, value: &Value) -> Result<u32, String> {
-    value
-        .as_u64()
-        .and_then(|v| u32::try_from(v).ok())
-        .ok_or_else(|| format!("{key} must be a non-negative token id, not {value}"))
-}
-
-fn token_ids(key: &str, value: &Value) -> Result<Vec<u32>, String> {
-    match value {
-        Value::Array(items) => items.iter().map(|v| token_id(key, v)).collect(),
-        _ => Ok(vec![token_id(key, value)?]),
-    }
-}
-
-fn count(key: &str, value: &Value) -> Result<usize, String> {
-    value
-        .as_u64()
-        .and_then(|v| usize::try_from(v).ok())
-        .ok_or_else(|| format!("{key} must be a non-negative integer, not {value}"))
-}
-
-fn opt<T>(
-    key: &str,
-    value: &Value,
-    parse: fn(&str, &Value) -> Result<T, String>,
-) -> Result<Option<T>, String> {
-    match value {
-        Value::Null => Ok(None),
-        _ => parse(key, value).map(Some),
     }
 }
 
@@ -478,17 +447,6 @@ impl GenerationConfig {
             length_penalty: self.length_penalty,
             early_stopping: self.early_stopping,
         })
-    }
-}
-
-fn truthy(value: &Value) -> bool {
-    match value {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64() != Some(0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
     }
 }
 

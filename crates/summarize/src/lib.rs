@@ -41,9 +41,9 @@
 
 mod bart;
 mod checkpoint;
-mod config;
 mod error;
 mod generate;
+mod json;
 mod model;
 mod nn;
 mod summarizer;

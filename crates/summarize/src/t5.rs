@@ -8,8 +8,8 @@
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
-use crate::config::{field, opt_bool, positive};
 use crate::error::{Error, Result};
+use crate::json::{Fields, flag, string};
 use crate::model::Seq2Seq;
 use crate::nn::{Activation, Linear, Precision};
 use crate::weights::Weights;
@@ -42,72 +42,43 @@ impl T5Config {
     /// The sizes of the network are required; the rest default as in
     /// transformers' `T5Config`.
     pub(crate) fn from_json(v: &Value) -> Result<Self> {
-        if !v.is_object() {
-            return Err(Error::config(CONFIG, "not a JSON object"));
-        }
-        let vocab_size = positive(v, "vocab_size", None)?;
-        let d_model = positive(v, "d_model", None)?;
-        let d_kv = positive(v, "d_kv", None)?;
-        let d_ff = positive(v, "d_ff", None)?;
-        let num_heads = positive(v, "num_heads", None)?;
-        let num_layers = positive(v, "num_layers", None)?;
-        let num_decoder_layers = positive(v, "num_decoder_layers", Some(num_layers))?;
-        let buckets = positive(v, "relative_attention_num_buckets", Some(32))?;
-        let max_distance = positive(v, "relative_attention_max_distance", Some(128))?;
+        let v = Fields::new(CONFIG, v)?;
+        let vocab_size = v.positive("vocab_size", None)?;
+        let d_model = v.positive("d_model", None)?;
+        let d_kv = v.positive("d_kv", None)?;
+        let d_ff = v.positive("d_ff", None)?;
+        let num_heads = v.positive("num_heads", None)?;
+        let num_layers = v.positive("num_layers", None)?;
+        let num_decoder_layers = v.positive("num_decoder_layers", Some(num_layers))?;
+        let buckets = v.positive("relative_attention_num_buckets", Some(32))?;
+        let max_distance = v.positive("relative_attention_max_distance", Some(128))?;
         if num_heads.checked_mul(d_kv).is_none() {
-            return Err(Error::config(
-                CONFIG,
-                format!("num_heads {num_heads} × d_kv {d_kv} overflows"),
-            ));
+            return Err(v.error(format!("num_heads {num_heads} × d_kv {d_kv} overflows")));
         }
         // Bidirectional buckets give a quarter of them to exact offsets; the
         // log-spaced rest needs at least one exact bucket and a distance
         // beyond the exact range, or the bucket formula divides by zero.
         if buckets < 4 {
-            return Err(Error::config(
-                CONFIG,
-                format!("relative_attention_num_buckets is {buckets}, at least 4 are needed"),
-            ));
+            return Err(v.error(format!(
+                "relative_attention_num_buckets is {buckets}, at least 4 are needed"
+            )));
         }
         if max_distance <= buckets / 2 {
-            return Err(Error::config(
-                CONFIG,
+            return Err(v.error(
                 format!(
                     "relative_attention_max_distance {max_distance} must exceed half of relative_attention_num_buckets ({buckets})"
                 ),
             ));
         }
-        let layer_norm_epsilon = match field(v, "layer_norm_epsilon") {
-            None => 1e-6,
-            Some(x) => x
-                .as_f64()
-                .filter(|e| e.is_finite() && *e >= 0.0)
-                .ok_or_else(|| {
-                    Error::config(
-                        CONFIG,
-                        format!("layer_norm_epsilon must be a non-negative number, not {x}"),
-                    )
-                })?,
-        };
-        let proj = match field(v, "feed_forward_proj") {
-            None => "relu",
-            Some(x) => x.as_str().ok_or_else(|| {
-                Error::config(
-                    CONFIG,
-                    format!("feed_forward_proj must be a string, not {x}"),
-                )
-            })?,
-        };
+        let layer_norm_epsilon = v.opt("layer_norm_epsilon", epsilon)?.unwrap_or(1e-6);
+        let proj = v.opt("feed_forward_proj", string)?.unwrap_or("relu");
         let (gated, act) = match proj.split('-').collect::<Vec<_>>().as_slice() {
             [act] => (false, *act),
             ["gated", act] => (true, *act),
             _ => {
-                return Err(Error::config(
-                    CONFIG,
-                    format!(
-                        "feed_forward_proj {proj:?} is neither \"{{act}}\" nor \"gated-{{act}}\""
-                    ),
-                ));
+                return Err(v.error(format!(
+                    "feed_forward_proj {proj:?} is neither \"{{act}}\" nor \"gated-{{act}}\""
+                )));
             }
         };
         // transformers keeps "gated-gelu" meaning the tanh GELU of T5 v1.1.
@@ -117,19 +88,18 @@ impl T5Config {
             act
         };
         let activation = Activation::from_name(act).ok_or_else(|| {
-            Error::config(
-                CONFIG,
-                format!("feed_forward_proj {proj:?}: unsupported activation {act:?}"),
-            )
+            v.error(format!(
+                "feed_forward_proj {proj:?}: unsupported activation {act:?}"
+            ))
         })?;
         // transformers 5 writes `scale_decoder_outputs` and forces
         // `tie_word_embeddings` to true; configs from transformers 4 carry
         // only `tie_word_embeddings`, false for v1.1 (which does not scale).
         // A null flag reads as false in transformers, a null tie as absent.
-        let scale_decoder_outputs = match v.get("scale_decoder_outputs") {
-            Some(Value::Null) => false,
-            Some(_) => opt_bool(v, "scale_decoder_outputs")?.unwrap_or(false),
-            None => opt_bool(v, "tie_word_embeddings")? != Some(false),
+        let scale_decoder_outputs = if v.has("scale_decoder_outputs") {
+            v.opt("scale_decoder_outputs", flag)?.unwrap_or(false)
+        } else {
+            v.opt("tie_word_embeddings", flag)? != Some(false)
         };
         Ok(Self {
             vocab_size,
@@ -151,6 +121,13 @@ impl T5Config {
     fn inner_dim(&self) -> usize {
         self.num_heads * self.d_kv
     }
+}
+
+fn epsilon(key: &str, value: &Value) -> Result<f64, String> {
+    value
+        .as_f64()
+        .filter(|e| e.is_finite() && *e >= 0.0)
+        .ok_or_else(|| format!("{key} must be a non-negative number, not {value}"))
 }
 
 /// The bucket of `relative_position` (memory minus query position), with
