@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::json::{Fields, count, flag, string};
-use crate::model::Seq2Seq;
 use crate::nn::{Activation, Linear, Precision};
+use crate::seq2seq::Seq2Seq;
 use crate::weights::Weights;
 
 const CONFIG: &str = "config.json";
@@ -945,8 +945,8 @@ mod tests {
 
     use super::{Activation, Bart, BartConfig};
     use crate::error::Error;
-    use crate::model::Seq2Seq;
     use crate::nn::Precision;
+    use crate::seq2seq::Seq2Seq;
     use crate::weights::Weights;
 
     fn json(path: &Path) -> Value {

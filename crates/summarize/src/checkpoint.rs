@@ -9,7 +9,7 @@ use tokenizers::Tokenizer;
 
 use crate::bart::BartConfig;
 use crate::error::{Error, Result};
-use crate::generate::GenerationConfig;
+use crate::generation::GenerationConfig;
 use crate::json::{self, Fields};
 use crate::t5::T5Config;
 use crate::weights::Weights;

@@ -42,10 +42,11 @@
 mod bart;
 mod checkpoint;
 mod error;
-mod generate;
+mod generation;
 mod json;
 mod model;
 mod nn;
+mod seq2seq;
 mod summarizer;
 mod t5;
 mod weights;
@@ -53,7 +54,7 @@ mod weights;
 pub use crate::{
     checkpoint::{Checkpoint, Family},
     error::{Error, Result},
-    generate::{EarlyStopping, GenerationConfig},
+    generation::{EarlyStopping, GenerationConfig},
     nn::Precision,
     summarizer::{LoadOptions, Summarizer, Summary},
 };

@@ -5,9 +5,10 @@ use std::path::Path;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::generate::{GenerationConfig, generate};
-use crate::model::{Model, Seq2Seq};
+use crate::generation::{GenerationConfig, generate};
+use crate::model::Model;
 use crate::nn::Precision;
+use crate::seq2seq::Seq2Seq;
 
 /// Rounds of chunk-and-summarize before a too-long input is given up on.
 const MAX_CHUNK_ROUNDS: usize = 4;

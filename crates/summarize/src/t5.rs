@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::json::{Fields, flag, string};
-use crate::model::Seq2Seq;
 use crate::nn::{Activation, Linear, Precision};
+use crate::seq2seq::Seq2Seq;
 use crate::weights::Weights;
 
 const CONFIG: &str = "config.json";
@@ -760,8 +760,8 @@ mod tests {
 
     use super::{Activation, T5, T5Config, relative_bucket};
     use crate::error::Error;
-    use crate::model::Seq2Seq;
     use crate::nn::Precision;
+    use crate::seq2seq::Seq2Seq;
     use crate::weights::Weights;
 
     const EOS: u32 = 1;
