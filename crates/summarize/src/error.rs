@@ -70,7 +70,9 @@ pub enum Error {
         /// The window.
         window: usize,
     },
-    /// Generation settings that cannot work together.
+    /// Generation settings that cannot work together, or ids the model
+    /// cannot run (outside its vocabulary, or a decoder beyond BART's
+    /// positions).
     #[error("bad generation settings: {0}")]
     Generation(String),
     /// A tensor operation failed.
