@@ -330,6 +330,24 @@ fn fused(
     Linear::from_weight(Tensor::cat(&ws, 0)?, Some(Tensor::cat(&bs, 0)?), precision)
 }
 
+/// The `[d, d]` output projection `{prefix}.out_proj` of an attention
+/// block.
+fn out_proj(
+    weights: &Weights,
+    prefix: &str,
+    d_model: usize,
+    precision: Precision,
+) -> Result<Linear> {
+    Linear::load(
+        weights,
+        &format!("{prefix}.out_proj"),
+        d_model,
+        d_model,
+        true,
+        precision,
+    )
+}
+
 fn heads_of(d_model: usize, heads: usize) -> Heads {
     Heads {
         heads,
@@ -364,14 +382,7 @@ impl SelfAttention {
                 heads,
                 precision,
             )?,
-            out: Linear::load(
-                weights,
-                &format!("{prefix}.out_proj"),
-                d_model,
-                d_model,
-                true,
-                precision,
-            )?,
+            out: out_proj(weights, prefix, d_model, precision)?,
             heads,
         })
     }
@@ -437,14 +448,7 @@ impl CrossAttention {
                 heads,
                 Precision::F32,
             )?,
-            out: Linear::load(
-                weights,
-                &format!("{prefix}.out_proj"),
-                d_model,
-                d_model,
-                true,
-                precision,
-            )?,
+            out: out_proj(weights, prefix, d_model, precision)?,
             heads,
         })
     }

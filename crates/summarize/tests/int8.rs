@@ -25,7 +25,7 @@ mod common;
 use confsum_summarize::{LoadOptions, Precision, Summarizer};
 use serde_json::Value;
 
-use common::{FIXTURES, expected, fixture, ids, read_json};
+use common::{FIXTURES, expected, fixture, greedy_run, ids, read_json};
 
 /// The least overall agreement accepted (measured: 71/134 = 0.53).
 const MIN_AGREEMENT: f64 = 0.50;
@@ -58,12 +58,7 @@ fn measure(model: &str) -> (usize, usize) {
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let input = ids(&case["input_ids"]);
-        let run = case["runs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == "greedy")
-            .unwrap_or_else(|| panic!("{model}/{name}: no greedy run"));
+        let run = greedy_run(case);
         let kwargs = &run["kwargs"];
         let max_new = kwargs["max_new_tokens"].as_u64().unwrap() as usize;
 

@@ -21,7 +21,7 @@ use confsum_summarize::{LoadOptions, Precision, Summarizer};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use common::{expected, fixture, floats, ids, read_json, rows};
+use common::{expected, fixture, floats, greedy_run, ids, read_json, rows};
 
 fn load(dir: &Path, precision: Precision) -> Summarizer {
     Summarizer::load(dir, &LoadOptions::default().precision(precision))
@@ -206,12 +206,7 @@ fn check_t5(name: &str) {
     assert!(!cases.is_empty());
     for case in cases {
         let input = ids(&case["input_ids"]);
-        let run = case["runs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == "greedy")
-            .unwrap();
+        let run = greedy_run(case);
         let rules = Rules::from_effective(&run["effective"]);
         let want = floats(&case["first_step_logits"]);
         let got = first_logits(&mut v5, &input, rules.start);
@@ -270,12 +265,7 @@ fn check_t5_int8(name: &str) -> (usize, usize) {
     let mut worst = 0f32;
     for case in expected["cases"].as_array().unwrap() {
         let input = ids(&case["input_ids"]);
-        let run = case["runs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == "greedy")
-            .unwrap();
+        let run = greedy_run(case);
         let start = Rules::from_effective(&run["effective"]).start;
         let got = first_logits(&mut q, &input, start);
         assert!(got.iter().all(|x| x.is_finite()));

@@ -36,6 +36,17 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+fn max_tensor_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
 fn tiny_config() -> Value {
     serde_json::json!({
         "model_type": "bart",
@@ -148,28 +159,13 @@ fn one_query_attention_matches_matmul() {
     for (bias, rows) in [(None, None), (Some(&bias), Some(rows.as_slice()))] {
         let want = super::attend(&q, &k, &v, bias).unwrap();
         let got = super::attend_one(&q, &k, &v, rows).unwrap();
-        let diff: f32 = (want - got)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = max_tensor_diff(&want, &got);
         assert!(diff < 1e-5, "{diff}");
     }
     // The mask matters: masking changes the rows it touches.
     let open = super::attend_one(&q, &k, &v, None).unwrap();
     let masked = super::attend_one(&q, &k, &v, Some(&rows)).unwrap();
-    let diff: f32 = (open - masked)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
-    assert!(diff > 1e-3);
+    assert!(max_tensor_diff(&open, &masked) > 1e-3);
 }
 
 #[test]

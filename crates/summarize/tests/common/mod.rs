@@ -47,6 +47,16 @@ pub(crate) fn floats(v: &Value) -> Vec<f32> {
         .collect()
 }
 
+/// The case's run named "greedy" (transformers' `num_beams=1`).
+pub(crate) fn greedy_run(case: &Value) -> &Value {
+    case["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "greedy")
+        .unwrap_or_else(|| panic!("{}: no greedy run", case["name"]))
+}
+
 /// Resets the generation settings to the checkpoint's, then applies
 /// transformers-style keyword arguments.
 pub(crate) fn configure(summarizer: &mut Summarizer, kwargs: &Value) -> Result<(), String> {
