@@ -12,7 +12,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::from_tar::Options;
+use crate::options::Options;
 use crate::sink::BlockSink;
 use crate::time::GoTime;
 use crate::writer::{FileSpec, Writer, mode};

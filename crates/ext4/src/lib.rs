@@ -35,6 +35,7 @@ mod format;
 mod from_dir;
 mod from_tar;
 mod gotar;
+mod options;
 mod sink;
 mod time;
 mod writer;
@@ -42,8 +43,7 @@ mod xattr;
 
 pub use crate::error::{Error, Refusal};
 pub use crate::from_dir::convert_dir;
-pub use crate::from_tar::{
-    Options, PathPolicy, Writable, convert_tar, convert_tar_with_report, decompress,
-};
+pub use crate::from_tar::{convert_tar, convert_tar_with_report, decompress};
 pub use crate::gotar::{TarEnd, TarReport};
+pub use crate::options::{Options, PathPolicy, Writable};
 pub use crate::sink::{BLOCK_SIZE, BlockSink, ImageSink};

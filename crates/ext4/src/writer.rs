@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, Refusal};
 use crate::format::{self, Inode as RawInode, SuperBlock};
-use crate::from_tar::{Options, Writable};
+use crate::options::{Options, Writable};
 use crate::sink::{BLOCK_SIZE, BlockSink};
 use crate::time::{FsTime, GoTime};
 use crate::xattr::{self, XattrState};

@@ -10,10 +10,10 @@
 use candle_core::{DType, Tensor};
 use serde_json::Value;
 
-use crate::config::{field, opt_bool, opt_usize, positive};
 use crate::error::{Error, Result};
-use crate::model::Seq2Seq;
+use crate::json::{Fields, count, flag, string};
 use crate::nn::{Activation, Linear, Precision};
+use crate::seq2seq::Seq2Seq;
 use crate::weights::Weights;
 
 const CONFIG: &str = "config.json";
@@ -53,84 +53,54 @@ pub(crate) struct BartConfig {
     pub(crate) tie_word_embeddings: bool,
 }
 
-fn count(v: &Value, key: &str) -> Result<usize> {
-    opt_usize(v, key)?.ok_or_else(|| Error::config(CONFIG, format!("{key} is missing")))
-}
-
-fn flag(v: &Value, key: &str, default: bool) -> Result<bool> {
-    Ok(opt_bool(v, key)?.unwrap_or(default))
-}
-
 impl BartConfig {
     /// Reads a parsed `config.json`. Sizes must be present; flags default
     /// as transformers' `BartConfig` defaults them. Token ids are left to
     /// the generation settings.
     pub(crate) fn from_json(v: &Value) -> Result<Self> {
-        if !v.is_object() {
-            return Err(Error::config(CONFIG, "not a JSON object"));
-        }
-        match field(v, "model_type") {
-            None => {}
-            Some(Value::String(kind)) if kind == "bart" => {}
-            Some(Value::String(kind)) => return Err(Error::UnsupportedModel(kind.clone())),
-            Some(x) => {
-                return Err(Error::config(
-                    CONFIG,
-                    format!("model_type must be a string, not {x}"),
-                ));
-            }
+        let v = Fields::new(CONFIG, v)?;
+        match v.opt("model_type", string)? {
+            None | Some("bart") => {}
+            Some(kind) => return Err(Error::UnsupportedModel(kind.to_owned())),
         }
         // transformers 4 kept these from fairseq; a pre-LN (mBART-style)
         // network would need other weights and another order of norms.
         for key in ["normalize_before", "add_final_layer_norm"] {
-            if flag(v, key, false)? {
-                return Err(Error::config(
-                    CONFIG,
-                    format!("{key} is true: pre-layer-norm (mBART-style) BART is not supported"),
-                ));
+            if v.opt(key, flag)? == Some(true) {
+                return Err(v.error(format!(
+                    "{key} is true: pre-layer-norm (mBART-style) BART is not supported"
+                )));
             }
         }
-        let activation_name = match field(v, "activation_function") {
-            None => "gelu",
-            Some(x) => x.as_str().ok_or_else(|| {
-                Error::config(
-                    CONFIG,
-                    format!("activation_function must be a string, not {x}"),
-                )
-            })?,
-        };
+        let activation_name = v.opt("activation_function", string)?.unwrap_or("gelu");
         let activation = Activation::from_name(activation_name).ok_or_else(|| {
-            Error::config(
-                CONFIG,
-                format!("activation_function {activation_name:?} is not supported"),
-            )
+            v.error(format!(
+                "activation_function {activation_name:?} is not supported"
+            ))
         })?;
         let config = Self {
-            vocab_size: positive(v, "vocab_size", None)?,
-            d_model: positive(v, "d_model", None)?,
-            encoder_layers: count(v, "encoder_layers")?,
-            decoder_layers: count(v, "decoder_layers")?,
-            encoder_attention_heads: positive(v, "encoder_attention_heads", None)?,
-            decoder_attention_heads: positive(v, "decoder_attention_heads", None)?,
-            encoder_ffn_dim: positive(v, "encoder_ffn_dim", None)?,
-            decoder_ffn_dim: positive(v, "decoder_ffn_dim", None)?,
-            max_position_embeddings: positive(v, "max_position_embeddings", None)?,
+            vocab_size: v.positive("vocab_size", None)?,
+            d_model: v.positive("d_model", None)?,
+            encoder_layers: v.required("encoder_layers", count)?,
+            decoder_layers: v.required("decoder_layers", count)?,
+            encoder_attention_heads: v.positive("encoder_attention_heads", None)?,
+            decoder_attention_heads: v.positive("decoder_attention_heads", None)?,
+            encoder_ffn_dim: v.positive("encoder_ffn_dim", None)?,
+            decoder_ffn_dim: v.positive("decoder_ffn_dim", None)?,
+            max_position_embeddings: v.positive("max_position_embeddings", None)?,
             activation,
-            scale_embedding: flag(v, "scale_embedding", false)?,
-            tie_word_embeddings: flag(v, "tie_word_embeddings", true)?,
+            scale_embedding: v.opt("scale_embedding", flag)?.unwrap_or(false),
+            tie_word_embeddings: v.opt("tie_word_embeddings", flag)?.unwrap_or(true),
         };
         for (key, heads) in [
             ("encoder_attention_heads", config.encoder_attention_heads),
             ("decoder_attention_heads", config.decoder_attention_heads),
         ] {
             if config.d_model % heads != 0 {
-                return Err(Error::config(
-                    CONFIG,
-                    format!(
-                        "d_model {} is not a multiple of {key} {heads}",
-                        config.d_model
-                    ),
-                ));
+                return Err(v.error(format!(
+                    "d_model {} is not a multiple of {key} {heads}",
+                    config.d_model
+                )));
             }
         }
         if config
@@ -138,10 +108,7 @@ impl BartConfig {
             .checked_add(POSITION_OFFSET)
             .is_none()
         {
-            return Err(Error::config(
-                CONFIG,
-                "max_position_embeddings is too large",
-            ));
+            return Err(v.error("max_position_embeddings is too large"));
         }
         Ok(config)
     }
@@ -363,6 +330,24 @@ fn fused(
     Linear::from_weight(Tensor::cat(&ws, 0)?, Some(Tensor::cat(&bs, 0)?), precision)
 }
 
+/// The `[d, d]` output projection `{prefix}.out_proj` of an attention
+/// block.
+fn out_proj(
+    weights: &Weights,
+    prefix: &str,
+    d_model: usize,
+    precision: Precision,
+) -> Result<Linear> {
+    Linear::load(
+        weights,
+        &format!("{prefix}.out_proj"),
+        d_model,
+        d_model,
+        true,
+        precision,
+    )
+}
+
 fn heads_of(d_model: usize, heads: usize) -> Heads {
     Heads {
         heads,
@@ -397,14 +382,7 @@ impl SelfAttention {
                 heads,
                 precision,
             )?,
-            out: Linear::load(
-                weights,
-                &format!("{prefix}.out_proj"),
-                d_model,
-                d_model,
-                true,
-                precision,
-            )?,
+            out: out_proj(weights, prefix, d_model, precision)?,
             heads,
         })
     }
@@ -470,14 +448,7 @@ impl CrossAttention {
                 heads,
                 Precision::F32,
             )?,
-            out: Linear::load(
-                weights,
-                &format!("{prefix}.out_proj"),
-                d_model,
-                d_model,
-                true,
-                precision,
-            )?,
+            out: out_proj(weights, prefix, d_model, precision)?,
             heads,
         })
     }
@@ -969,696 +940,4 @@ impl Seq2Seq for Bart {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-    use std::path::Path;
-
-    use candle_core::{DType, Device, Tensor};
-    use serde_json::Value;
-
-    use super::{Activation, Bart, BartConfig};
-    use crate::error::Error;
-    use crate::model::Seq2Seq;
-    use crate::nn::Precision;
-    use crate::weights::Weights;
-
-    fn json(path: &Path) -> Value {
-        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-    }
-
-    fn load(dir: &Path, config: &Path, precision: Precision) -> Bart {
-        let config = BartConfig::from_json(&json(config)).unwrap();
-        let weights = Weights::open(&dir.join("model.safetensors"), &Device::Cpu).unwrap();
-        Bart::load(&config, &weights, precision).unwrap()
-    }
-
-    fn ids_of(v: &Value) -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| u32::try_from(x.as_u64().unwrap()).unwrap())
-            .collect()
-    }
-
-    fn floats_of(v: &Value) -> Vec<f32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect()
-    }
-
-    fn encode(model: &mut Bart, ids: &[u32]) {
-        let input = Tensor::new(ids, &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let mask = input.ones_like().unwrap();
-        model.encode(&input, &mask).unwrap();
-    }
-
-    fn step(model: &mut Bart, tokens: &[u32]) -> Vec<Vec<f32>> {
-        let tokens = Tensor::new(tokens, &Device::Cpu).unwrap();
-        model.decode_step(&tokens).unwrap().to_vec2().unwrap()
-    }
-
-    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
-
-    fn argmax(row: &[f32]) -> u32 {
-        let mut best = 0;
-        for (i, &x) in row.iter().enumerate() {
-            // The first of equal maxima, as torch.argmax picks.
-            if x > row[best] {
-                best = i;
-            }
-        }
-        u32::try_from(best).unwrap()
-    }
-
-    fn tiny_config() -> Value {
-        serde_json::json!({
-            "model_type": "bart",
-            "vocab_size": 50,
-            "d_model": 32,
-            "encoder_layers": 2,
-            "decoder_layers": 1,
-            "encoder_attention_heads": 4,
-            "decoder_attention_heads": 2,
-            "encoder_ffn_dim": 64,
-            "decoder_ffn_dim": 48,
-            "max_position_embeddings": 12,
-            "activation_function": "gelu",
-            "scale_embedding": false,
-            "tie_word_embeddings": true
-        })
-    }
-
-    /// Every tensor `Bart::load` reads for `tiny_config`, as transformers 5
-    /// saves them.
-    fn tiny_tensors() -> Vec<(String, Vec<usize>)> {
-        let (v, d, p) = (50, 32, 14);
-        let mut t: Vec<(String, Vec<usize>)> = vec![
-            ("model.shared.weight".into(), vec![v, d]),
-            ("final_logits_bias".into(), vec![1, v]),
-        ];
-        for (side, layers, ffn) in [("encoder", 2, 64), ("decoder", 1, 48)] {
-            t.push((format!("model.{side}.embed_positions.weight"), vec![p, d]));
-            for part in ["weight", "bias"] {
-                t.push((format!("model.{side}.layernorm_embedding.{part}"), vec![d]));
-            }
-            for i in 0..layers {
-                let prefix = format!("model.{side}.layers.{i}");
-                let mut attns = vec!["self_attn"];
-                let mut norms = vec!["self_attn_layer_norm", "final_layer_norm"];
-                if side == "decoder" {
-                    attns.push("encoder_attn");
-                    norms.push("encoder_attn_layer_norm");
-                }
-                for attn in attns {
-                    for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-                        t.push((format!("{prefix}.{attn}.{proj}.weight"), vec![d, d]));
-                        t.push((format!("{prefix}.{attn}.{proj}.bias"), vec![d]));
-                    }
-                }
-                for norm in norms {
-                    t.push((format!("{prefix}.{norm}.weight"), vec![d]));
-                    t.push((format!("{prefix}.{norm}.bias"), vec![d]));
-                }
-                t.push((format!("{prefix}.fc1.weight"), vec![ffn, d]));
-                t.push((format!("{prefix}.fc1.bias"), vec![ffn]));
-                t.push((format!("{prefix}.fc2.weight"), vec![d, ffn]));
-                t.push((format!("{prefix}.fc2.bias"), vec![d]));
-            }
-        }
-        t
-    }
-
-    /// Writes random weights for `tiny_config` into `dir`, letting `edit`
-    /// drop, reshape or add tensors first.
-    fn write_tiny(dir: &Path, edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> Bart {
-        let mut tensors: HashMap<String, Tensor> = tiny_tensors()
-            .into_iter()
-            .map(|(name, shape)| {
-                let t = Tensor::randn(0f32, 0.5, shape, &Device::Cpu).unwrap();
-                (name, t)
-            })
-            .collect();
-        edit(&mut tensors);
-        let path = dir.join("model.safetensors");
-        candle_core::safetensors::save(&tensors, &path).unwrap();
-        let config = BartConfig::from_json(&tiny_config()).unwrap();
-        let weights = Weights::open(&path, &Device::Cpu).unwrap();
-        Bart::load(&config, &weights, Precision::F32).unwrap()
-    }
-
-    fn try_tiny(edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> crate::Result<Bart> {
-        let dir = tempfile::tempdir().unwrap();
-        let mut tensors: HashMap<String, Tensor> = tiny_tensors()
-            .into_iter()
-            .map(|(name, shape)| {
-                (
-                    name,
-                    Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap(),
-                )
-            })
-            .collect();
-        edit(&mut tensors);
-        let path = dir.path().join("model.safetensors");
-        candle_core::safetensors::save(&tensors, &path).unwrap();
-        let config = BartConfig::from_json(&tiny_config()).unwrap();
-        let weights = Weights::open(&path, &Device::Cpu).unwrap();
-        Bart::load(&config, &weights, Precision::F32)
-    }
-
-    /// The decoder-step kernel against the general matmul path, with a
-    /// head width that is not a multiple of its eight lanes and a mask.
-    #[test]
-    fn one_query_attention_matches_matmul() {
-        let (b, h, len, d) = (2, 3, 7, 13);
-        let q = Tensor::randn(0f32, 1.0, (b, h, 1, d), &Device::Cpu).unwrap();
-        let k = Tensor::randn(0f32, 1.0, (b, h, len, d), &Device::Cpu).unwrap();
-        let v = Tensor::randn(0f32, 1.0, (b, h, len, d), &Device::Cpu).unwrap();
-        let mut mask = vec![1u32; b * len];
-        mask[len + 2] = 0;
-        mask[2 * len - 1] = 0;
-        let mask = Tensor::from_vec(mask, (b, len), &Device::Cpu).unwrap();
-        let bias = super::encoder_bias(&mask).unwrap().unwrap();
-        let rows: Vec<f32> = bias.flatten_all().unwrap().to_vec1().unwrap();
-        for (bias, rows) in [(None, None), (Some(&bias), Some(rows.as_slice()))] {
-            let want = super::attend(&q, &k, &v, bias).unwrap();
-            let got = super::attend_one(&q, &k, &v, rows).unwrap();
-            let diff: f32 = (want - got)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
-            assert!(diff < 1e-5, "{diff}");
-        }
-        // The mask matters: masking changes the rows it touches.
-        let open = super::attend_one(&q, &k, &v, None).unwrap();
-        let masked = super::attend_one(&q, &k, &v, Some(&rows)).unwrap();
-        let diff: f32 = (open - masked)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        assert!(diff > 1e-3);
-    }
-
-    #[test]
-    fn config_v4_and_v5_agree() {
-        let v5 = tiny_config();
-        let mut v4 = v5.clone();
-        v4["normalize_before"] = false.into();
-        v4["add_final_layer_norm"] = false.into();
-        v4["add_bias_logits"] = false.into();
-        v4["forced_bos_token_id"] = 0.into();
-        v4.as_object_mut().unwrap().remove("tie_word_embeddings");
-        let a = BartConfig::from_json(&v5).unwrap();
-        assert_eq!(BartConfig::from_json(&v4).unwrap(), a);
-        assert_eq!(a.activation, Activation::Gelu);
-        assert!(a.tie_word_embeddings && !a.scale_embedding);
-        assert_eq!(
-            (a.d_model, a.encoder_ffn_dim, a.decoder_ffn_dim),
-            (32, 64, 48)
-        );
-    }
-
-    #[test]
-    fn config_errors_are_clear() {
-        let cases: Vec<(&str, Value, &str)> = vec![
-            ("d_model", Value::Null, "d_model is missing"),
-            (
-                "d_model",
-                "x".into(),
-                "d_model must be a non-negative integer",
-            ),
-            (
-                "encoder_attention_heads",
-                0.into(),
-                "encoder_attention_heads must be at least 1",
-            ),
-            (
-                "decoder_attention_heads",
-                5.into(),
-                "not a multiple of decoder_attention_heads 5",
-            ),
-            ("normalize_before", true.into(), "pre-layer-norm"),
-            ("add_final_layer_norm", true.into(), "pre-layer-norm"),
-            (
-                "activation_function",
-                "mish".into(),
-                "\"mish\" is not supported",
-            ),
-            (
-                "scale_embedding",
-                "yes".into(),
-                "scale_embedding must be true or false",
-            ),
-            (
-                "vocab_size",
-                1.5.into(),
-                "vocab_size must be a non-negative integer",
-            ),
-            ("model_type", 5.into(), "model_type must be a string"),
-        ];
-        for (key, value, want) in cases {
-            let mut config = tiny_config();
-            if value.is_null() {
-                config.as_object_mut().unwrap().remove(key);
-            } else {
-                config[key] = value;
-            }
-            let err = BartConfig::from_json(&config).unwrap_err().to_string();
-            assert!(err.contains(want), "{key}: {err}");
-        }
-        let mut config = tiny_config();
-        config["model_type"] = "mbart".into();
-        assert!(matches!(
-            BartConfig::from_json(&config),
-            Err(Error::UnsupportedModel(kind)) if kind == "mbart"
-        ));
-    }
-
-    #[test]
-    fn activations_by_name() {
-        for (name, want) in [
-            ("gelu", Activation::Gelu),
-            ("gelu_new", Activation::GeluTanh),
-            ("gelu_pytorch_tanh", Activation::GeluTanh),
-            ("relu", Activation::Relu),
-            ("silu", Activation::Silu),
-            ("swish", Activation::Silu),
-            ("tanh", Activation::Tanh),
-        ] {
-            let mut config = tiny_config();
-            config["activation_function"] = name.into();
-            assert_eq!(BartConfig::from_json(&config).unwrap().activation, want);
-        }
-        // The exact GELU, not the tanh one: they differ by ~2e-4 at 1.5.
-        let x = Tensor::new(&[1.5f32, -0.5], &Device::Cpu).unwrap();
-        let y: Vec<f32> = Activation::Gelu.apply(&x).unwrap().to_vec1().unwrap();
-        assert!(
-            (y[0] - 1.399_789_1).abs() < 1e-6 && (y[1] + 0.154_268_77).abs() < 1e-6,
-            "{y:?}"
-        );
-    }
-
-    #[test]
-    fn missing_tensor_is_named() {
-        let name = "model.decoder.layers.0.encoder_attn.v_proj.bias";
-        let err = try_tiny(|t| {
-            t.remove(name);
-        })
-        .unwrap_err();
-        assert!(
-            matches!(&err, Error::MissingTensor(n) if n == name),
-            "{err}"
-        );
-        // No copy of the embedding at all.
-        let err = try_tiny(|t| {
-            t.remove("model.shared.weight");
-        })
-        .unwrap_err();
-        assert!(
-            matches!(&err, Error::MissingTensor(n) if n == "model.shared.weight"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn wrong_shape_is_named() {
-        let name = "model.encoder.layers.1.fc2.weight";
-        let err = try_tiny(|t| {
-            t.insert(
-                name.into(),
-                Tensor::zeros((32, 63), DType::F32, &Device::Cpu).unwrap(),
-            );
-        })
-        .unwrap_err();
-        assert!(
-            matches!(&err, Error::Shape { name: n, expected, actual } if n == name && expected == &[32, 64] && actual == &[32, 63]),
-            "{err}"
-        );
-        let err = try_tiny(|t| {
-            let p = Tensor::zeros((12, 32), DType::F32, &Device::Cpu).unwrap();
-            t.insert("model.decoder.embed_positions.weight".into(), p);
-        })
-        .unwrap_err();
-        assert!(
-            matches!(&err, Error::Shape { expected, .. } if expected == &[14, 32]),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn input_beyond_the_window_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut model = write_tiny(dir.path(), |_| {});
-        let ids: Vec<u32> = (3..16).collect();
-        let input = Tensor::new(ids.as_slice(), &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let err = model
-            .encode(&input, &input.ones_like().unwrap())
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::InputTooLong {
-                    tokens: 13,
-                    window: 12
-                }
-            ),
-            "{err}"
-        );
-        // The full window works, and decoding stops at its end.
-        encode(&mut model, &ids[..12]);
-        for _ in 0..12 {
-            step(&mut model, &[2]);
-        }
-        let err = model
-            .decode_step(&Tensor::new(&[2u32], &Device::Cpu).unwrap())
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("past the model's 12 positions"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn bad_calls_are_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut model = write_tiny(dir.path(), |_| {});
-        let one = Tensor::new(&[2u32], &Device::Cpu).unwrap();
-        assert!(model.decode_step(&one).is_err());
-        let input = Tensor::new(&[[0u32, 50, 2]], &Device::Cpu).unwrap();
-        let err = model
-            .encode(&input, &input.ones_like().unwrap())
-            .unwrap_err();
-        assert!(err.to_string().contains("token id 50"), "{err}");
-        let input = Tensor::new(&[[0u32, u32::MAX, 2]], &Device::Cpu).unwrap();
-        assert!(model.encode(&input, &input.ones_like().unwrap()).is_err());
-        let empty = Tensor::zeros((1, 0), DType::U32, &Device::Cpu).unwrap();
-        assert!(matches!(
-            model.encode(&empty, &empty),
-            Err(Error::EmptyInput)
-        ));
-        encode(&mut model, &[0, 5, 2]);
-        assert!(
-            model
-                .decode_step(&Tensor::new(&[2u32, 2], &Device::Cpu).unwrap())
-                .is_err()
-        );
-        assert!(
-            model
-                .reorder_cache(&Tensor::new(&[1u32], &Device::Cpu).unwrap())
-                .is_err()
-        );
-        model.clear_kv_cache();
-        assert!(model.decode_step(&one).is_err());
-        assert_eq!(model.vocab_size(), 50);
-    }
-
-    /// Two inputs of different lengths, padded into one batch, then
-    /// expanded and shuffled like beams: every row must match the input
-    /// run alone.
-    #[test]
-    fn batch_padding_and_reorder_match_single_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut model = write_tiny(dir.path(), |_| {});
-        let a = [0u32, 7, 9, 11, 13, 2];
-        let b = [0u32, 21, 4, 2];
-        let steps = [2u32, 0, 17, 33];
-        let alone = |model: &mut Bart, ids: &[u32]| {
-            encode(model, ids);
-            steps
-                .iter()
-                .map(|&t| step(model, &[t]).remove(0))
-                .collect::<Vec<_>>()
-        };
-        let want_a = alone(&mut model, &a);
-        let want_b = alone(&mut model, &b);
-
-        let input = Tensor::new(&[a, [0, 21, 4, 2, 1, 1]], &Device::Cpu).unwrap();
-        let mask = Tensor::new(&[[1u32; 6], [1, 1, 1, 1, 0, 0]], &Device::Cpu).unwrap();
-        model.encode(&input, &mask).unwrap();
-        let first = step(&mut model, &[steps[0], steps[0]]);
-        assert!(max_abs_diff(&first[0], &want_a[0]) < 1e-5);
-        assert!(max_abs_diff(&first[1], &want_b[0]) < 1e-5);
-        // Rows become [b, a, b].
-        let order = Tensor::new(&[1u32, 0, 1], &Device::Cpu).unwrap();
-        model.reorder_cache(&order).unwrap();
-        for (i, &t) in steps.iter().enumerate().skip(1) {
-            let rows = step(&mut model, &[t, t, t]);
-            assert!(max_abs_diff(&rows[0], &want_b[i]) < 1e-5);
-            assert!(max_abs_diff(&rows[1], &want_a[i]) < 1e-5);
-            assert!(max_abs_diff(&rows[2], &want_b[i]) < 1e-5);
-        }
-        // Without the mask the padding would change row b.
-        model.encode(&input, &input.ones_like().unwrap()).unwrap();
-        let unmasked = step(&mut model, &[steps[0], steps[0]]);
-        assert!(max_abs_diff(&unmasked[1], &want_b[0]) > 1e-3);
-    }
-
-    /// Files may carry the tied copies transformers 4 wrote; equal copies
-    /// change nothing, a different `lm_head.weight` is used as saved.
-    #[test]
-    fn tied_copies() {
-        let dir = tempfile::tempdir().unwrap();
-        let logits = |model: &mut Bart| {
-            encode(model, &[0, 8, 3, 2]);
-            step(model, &[2]).remove(0)
-        };
-        let mut shared_only = write_tiny(dir.path(), |_| {});
-        let base = logits(&mut shared_only);
-        let tensors =
-            candle_core::safetensors::load(dir.path().join("model.safetensors"), &Device::Cpu)
-                .unwrap();
-        let shared = tensors["model.shared.weight"].clone();
-
-        let d2 = tempfile::tempdir().unwrap();
-        let keep = tensors.clone();
-        let mut all_copies = write_tiny(d2.path(), |t| {
-            *t = keep;
-            for name in [super::ENCODER_EMBED, super::DECODER_EMBED, super::LM_HEAD] {
-                t.insert(name.into(), shared.clone());
-            }
-        });
-        assert_eq!(logits(&mut all_copies), base);
-
-        // Only a copy, no `model.shared.weight`.
-        let keep = tensors.clone();
-        let mut copy_only = write_tiny(d2.path(), |t| {
-            *t = keep;
-            let s = t.remove("model.shared.weight").unwrap();
-            t.insert(super::DECODER_EMBED.into(), s);
-        });
-        assert_eq!(logits(&mut copy_only), base);
-
-        let keep = tensors.clone();
-        let mut own_head = write_tiny(d2.path(), |t| {
-            *t = keep;
-            t.insert(super::LM_HEAD.into(), (&shared * 2.0).unwrap());
-        });
-        let doubled = logits(&mut own_head);
-        let bias: Vec<f32> = tensors["final_logits_bias"]
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        for ((x, y), c) in doubled.iter().zip(&base).zip(&bias) {
-            assert!((x - c - 2.0 * (y - c)).abs() < 1e-4);
-        }
-    }
-
-    fn fixture() -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/bart")
-    }
-
-    /// The logits processors transformers' greedy search runs for the
-    /// settings a run records as `effective`.
-    struct Rules {
-        max_new: usize,
-        min_length: usize,
-        no_repeat_ngram: usize,
-        forced_bos: Option<u32>,
-        forced_eos: Option<u32>,
-        eos: u32,
-        pad: u32,
-        start: u32,
-    }
-
-    impl Rules {
-        fn from_effective(e: &Value) -> Self {
-            let num = |k: &str| e[k].as_u64().map(|n| usize::try_from(n).unwrap());
-            let id = |k: &str| e[k].as_u64().map(|n| u32::try_from(n).unwrap());
-            assert_eq!(num("num_beams"), Some(1));
-            assert_ne!(e["do_sample"], Value::Bool(true));
-            Self {
-                // max_length counts the decoder start token.
-                max_new: num("max_new_tokens").unwrap_or_else(|| num("max_length").unwrap() - 1),
-                min_length: num("min_length").unwrap_or(0),
-                no_repeat_ngram: num("no_repeat_ngram_size").unwrap_or(0),
-                forced_bos: id("forced_bos_token_id"),
-                forced_eos: id("forced_eos_token_id"),
-                eos: id("eos_token_id").unwrap(),
-                pad: id("pad_token_id").unwrap(),
-                start: id("decoder_start_token_id").unwrap(),
-            }
-        }
-
-        /// The next token of `seq` (start token included) from `logits`.
-        fn pick(&self, seq: &[u32], logits: &[f32]) -> u32 {
-            let len = seq.len();
-            if len == 1
-                && let Some(bos) = self.forced_bos
-            {
-                return bos;
-            }
-            if len == self.max_new
-                && let Some(eos) = self.forced_eos
-            {
-                return eos;
-            }
-            let mut logits = logits.to_vec();
-            if len < self.min_length {
-                logits[self.eos as usize] = f32::NEG_INFINITY;
-            }
-            let n = self.no_repeat_ngram;
-            if n > 0 && len + 1 >= n {
-                let tail = &seq[len + 1 - n..];
-                for gram in seq.windows(n) {
-                    if gram[..n - 1] == *tail {
-                        logits[gram[n - 1] as usize] = f32::NEG_INFINITY;
-                    }
-                }
-            }
-            argmax(&logits)
-        }
-
-        /// Greedy search over a (padded) batch, rows as `generate` returns
-        /// them minus the start column.
-        fn greedy(&self, model: &mut Bart, input: &Tensor, mask: &Tensor) -> Vec<Vec<u32>> {
-            model.encode(input, mask).unwrap();
-            let rows = input.dim(0).unwrap();
-            let mut seqs = vec![vec![self.start]; rows];
-            let mut done = vec![false; rows];
-            while seqs[0].len() <= self.max_new && done.iter().any(|d| !d) {
-                let last: Vec<u32> = seqs.iter().map(|s| *s.last().unwrap()).collect();
-                let logits = step(model, &last);
-                for ((seq, row), done) in seqs.iter_mut().zip(&logits).zip(&mut done) {
-                    let token = if *done { self.pad } else { self.pick(seq, row) };
-                    *done |= token == self.eos;
-                    seq.push(token);
-                }
-            }
-            seqs.into_iter().map(|s| s[1..].to_vec()).collect()
-        }
-    }
-
-    fn one_row(ids: &[u32]) -> (Tensor, Tensor) {
-        let input = Tensor::new(ids, &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let mask = input.ones_like().unwrap();
-        (input, mask)
-    }
-
-    /// First-step logits and every greedy run of the recorded fixture, for
-    /// the transformers 5 and the transformers 4 config.
-    #[test]
-    fn matches_transformers() {
-        let dir = fixture();
-        let expected = json(&dir.join("expected.json"));
-        for config in ["config.json", "tf4/config.json"] {
-            let mut model = load(&dir, &dir.join(config), Precision::F32);
-            let mut greedy_runs = 0;
-            for case in expected["cases"].as_array().unwrap() {
-                let ids = ids_of(&case["input_ids"]);
-                encode(&mut model, &ids);
-                let logits = step(&mut model, &[2]).remove(0);
-                let err = max_abs_diff(&logits, &floats_of(&case["first_step_logits"]));
-                println!(
-                    "{config} {}: max first-step logit error {err:e}",
-                    case["name"]
-                );
-                assert!(err < 1e-4, "{err}");
-                for run in case["runs"].as_array().unwrap() {
-                    if run["effective"]["num_beams"] != 1 {
-                        continue;
-                    }
-                    let rules = Rules::from_effective(&run["effective"]);
-                    let (input, mask) = one_row(&ids);
-                    let got = rules.greedy(&mut model, &input, &mask).remove(0);
-                    assert_eq!(got, ids_of(&run["ids"]), "{} {}", case["name"], run["name"]);
-                    greedy_runs += 1;
-                }
-            }
-            assert!(greedy_runs >= 3);
-            // A padded batch.
-            let batch = &expected["batch"];
-            let rows = |k: &str| -> Vec<Vec<u32>> {
-                batch[k].as_array().unwrap().iter().map(ids_of).collect()
-            };
-            let input = Tensor::new(rows("input_ids"), &Device::Cpu).unwrap();
-            let mask = Tensor::new(rows("attention_mask"), &Device::Cpu).unwrap();
-            let rules = Rules::from_effective(&batch["effective"]);
-            assert_eq!(rules.greedy(&mut model, &input, &mask), rows("ids"));
-        }
-    }
-
-    /// Int8 must stay usable: finite logits near f32's (this random model
-    /// has large weights, so quantization moves it more than a trained
-    /// one), and greedy agreement is reported.
-    #[test]
-    fn int8_stays_close() {
-        let dir = fixture();
-        let expected = json(&dir.join("expected.json"));
-        let mut model = load(&dir, &dir.join("config.json"), Precision::Int8);
-        let (mut same, mut total) = (0, 0);
-        for case in expected["cases"].as_array().unwrap() {
-            let ids = ids_of(&case["input_ids"]);
-            encode(&mut model, &ids);
-            let logits = step(&mut model, &[2]).remove(0);
-            let want = floats_of(&case["first_step_logits"]);
-            assert!(logits.iter().all(|x| x.is_finite()));
-            let err = max_abs_diff(&logits, &want);
-            let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
-            println!(
-                "int8 {}: max first-step logit error {err:e} (largest logit {scale})",
-                case["name"]
-            );
-            // Quantized for real, yet not far off.
-            assert!(err > 1e-4 && err < 0.5 * scale, "{err}");
-            for run in case["runs"].as_array().unwrap() {
-                if run["effective"]["num_beams"] != 1 {
-                    continue;
-                }
-                let (input, mask) = one_row(&ids);
-                let got = Rules::from_effective(&run["effective"])
-                    .greedy(&mut model, &input, &mask)
-                    .remove(0);
-                let want = ids_of(&run["ids"]);
-                same += got.iter().zip(&want).filter(|(a, b)| a == b).count();
-                total += want.len().max(got.len());
-            }
-        }
-        println!("int8: greedy tokens agreeing with transformers f32: {same}/{total}");
-        assert!(total > 0);
-    }
-}
+mod tests;

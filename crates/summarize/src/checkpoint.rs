@@ -5,19 +5,20 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use crate::bart::BartConfig;
-use crate::config::opt_usize;
 use crate::error::{Error, Result, TokenizerMismatch};
-use crate::generate::GenerationConfig;
+use crate::generation::GenerationConfig;
+use crate::json::{self, Fields};
 use crate::t5::T5Config;
 use crate::weights::Weights;
 
 /// The T5 window when `config.json` names none (`n_positions` is not a
 /// field of transformers' `T5Config`; the original checkpoints carry 512).
 const T5_DEFAULT_WINDOW: usize = 512;
+
+const CONFIG: &str = "config.json";
 
 /// The model families this crate runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,36 +66,18 @@ impl fmt::Debug for Checkpoint {
     }
 }
 
-/// Reads a JSON file; `Ok(None)` when it does not exist.
-fn read_json(dir: &Path, file: &'static str) -> Result<Option<Value>> {
-    let path = dir.join(file);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::config(file, format!("not JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(Error::config(file, "not a JSON object"));
-    }
-    Ok(Some(value))
-}
-
 /// The summarization prefix: `task_specific_params.summarization.prefix`,
 /// else a top-level `prefix`, else none.
-fn summarization_prefix(config: &Value) -> Result<String> {
+fn summarization_prefix(config: &Fields<'_>) -> Result<String> {
     let from_task = config
         .get("task_specific_params")
         .and_then(|p| p.get("summarization"))
         .and_then(|s| s.get("prefix"));
     match from_task.or_else(|| config.get("prefix")) {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(v) => Err(Error::config(
-            "config.json",
-            format!("summarization prefix is {v}, not a string"),
-        )),
+        None => Ok(String::new()),
+        Some(v) => json::opt("summarization prefix", v, json::string)
+            .map(|s| s.unwrap_or_default().to_owned())
+            .map_err(|reason| config.error(reason)),
     }
 }
 
@@ -188,38 +171,34 @@ impl Checkpoint {
     /// fit the model (vocabulary size, special ids, end token),
     /// [`Error::Safetensors`] for a malformed or truncated weights file.
     pub fn load(dir: &Path) -> Result<Self> {
-        let config = read_json(dir, "config.json")?.ok_or_else(|| Error::MissingFile {
-            path: dir.join("config.json"),
+        let config_json = json::read_object(dir, CONFIG)?.ok_or_else(|| Error::MissingFile {
+            path: dir.join(CONFIG),
         })?;
-        let model_type = match config.get("model_type") {
-            Some(Value::String(s)) => s.as_str(),
-            Some(v) => {
-                return Err(Error::config(
-                    "config.json",
-                    format!("model_type is {v}, not a string"),
-                ));
-            }
-            None => return Err(Error::config("config.json", "no model_type")),
-        };
+        let config = Fields::new(CONFIG, &config_json)?;
+        let model_type = config
+            .opt("model_type", json::string)?
+            .ok_or_else(|| config.error("no model_type"))?;
         let (family, model_config, window) = match model_type {
             "t5" => (
                 Family::T5,
-                ModelConfig::T5(T5Config::from_json(&config)?),
-                opt_usize(&config, "n_positions")?.unwrap_or(T5_DEFAULT_WINDOW),
+                ModelConfig::T5(T5Config::from_json(&config_json)?),
+                config
+                    .opt("n_positions", json::count)?
+                    .unwrap_or(T5_DEFAULT_WINDOW),
             ),
             "bart" => {
-                let c = BartConfig::from_json(&config)?;
+                let c = BartConfig::from_json(&config_json)?;
                 let window = c.max_position_embeddings;
                 (Family::Bart, ModelConfig::Bart(c), window)
             }
             other => return Err(Error::UnsupportedModel(other.to_owned())),
         };
         if window == 0 {
-            return Err(Error::config("config.json", "the model's window is 0"));
+            return Err(config.error("the model's window is 0"));
         }
         let prefix = summarization_prefix(&config)?;
-        let generation_json = read_json(dir, "generation_config.json")?;
-        let generation = GenerationConfig::from_json(&config, generation_json.as_ref())?;
+        let generation_json = json::read_object(dir, "generation_config.json")?;
+        let generation = GenerationConfig::from_json(&config_json, generation_json.as_ref())?;
         let tokenizer = load_tokenizer(dir)?;
         let vocab = match &model_config {
             ModelConfig::T5(c) => c.vocab_size,

@@ -96,7 +96,9 @@ pub enum Error {
     /// other words to the model, and the summary would be noise or empty.
     #[error("tokenizer.json does not fit the model")]
     TokenizerMismatch(#[from] TokenizerMismatch),
-    /// Generation settings that cannot work together.
+    /// Generation settings that cannot work together, or ids the model
+    /// cannot run (outside its vocabulary, or a decoder beyond BART's
+    /// positions).
     #[error("bad generation settings: {0}")]
     Generation(String),
     /// A tensor operation failed.

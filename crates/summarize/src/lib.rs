@@ -41,11 +41,12 @@
 
 mod bart;
 mod checkpoint;
-mod config;
 mod error;
-mod generate;
+mod generation;
+mod json;
 mod model;
 mod nn;
+mod seq2seq;
 mod summarizer;
 mod t5;
 mod weights;
@@ -53,7 +54,7 @@ mod weights;
 pub use crate::{
     checkpoint::{Checkpoint, Family},
     error::{Error, Result, SettingError, TokenizerMismatch},
-    generate::{EarlyStopping, GenerationConfig},
+    generation::{EarlyStopping, GenerationConfig},
     nn::Precision,
     summarizer::{ChunkProgress, LoadOptions, Summarizer, Summary},
 };

@@ -3,11 +3,14 @@
 
 use std::path::Path;
 
+use candle_core::{DType, Device, Tensor};
+
 use crate::checkpoint::{Checkpoint, Family};
 use crate::error::{Error, Result, SettingError};
-use crate::generate::{GenerationConfig, generate};
-use crate::model::{Model, Seq2Seq};
+use crate::generation::{GenerationConfig, generate};
+use crate::model::Model;
 use crate::nn::Precision;
+use crate::seq2seq::Seq2Seq;
 
 /// Rounds of chunk-and-summarize before a too-long input is given up on.
 const MAX_CHUNK_ROUNDS: usize = 4;
@@ -309,6 +312,67 @@ impl Summarizer {
         // values: no use once generation is over.
         self.model.clear_kv_cache();
         rows
+    }
+
+    /// The model's logits for each decoder position, as transformers'
+    /// `model(input_ids=[input_ids],
+    /// decoder_input_ids=[decoder_input_ids]).logits[0]` gives them: row
+    /// `i`, as wide as the vocabulary, scores the token that follows
+    /// `decoder_input_ids[..=i]`, before any of generation's logits
+    /// processors. Decoder ids start with the decoder start token, so
+    /// `logits(ids, &[start])` is the first step of generation.
+    ///
+    /// For scoring a given summary, and for checking the model against
+    /// another implementation.
+    ///
+    /// ```
+    /// # use std::path::Path;
+    /// # use confsum_summarize::{LoadOptions, Summarizer};
+    /// # fn main() -> Result<(), confsum_summarize::Error> {
+    /// # let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/t5_v1_0"));
+    /// let mut summarizer = Summarizer::load(dir, &LoadOptions::default())?;
+    /// let ids = summarizer.encode_text("The council approved the budget.")?;
+    /// let start = summarizer.generation_config().decoder_start_token_id.unwrap_or(0);
+    /// let first = summarizer.logits(&ids, &[start])?;
+    /// assert_eq!(first.len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyInput`] for empty ids, [`Error::InputTooLong`] for a
+    /// BART input beyond its positions, [`Error::Generation`] for ids
+    /// outside the vocabulary or a BART decoder beyond its positions.
+    pub fn logits(
+        &mut self,
+        input_ids: &[u32],
+        decoder_input_ids: &[u32],
+    ) -> Result<Vec<Vec<f32>>> {
+        if input_ids.is_empty() || decoder_input_ids.is_empty() {
+            return Err(Error::EmptyInput);
+        }
+        let rows = self.teacher_forced(input_ids, decoder_input_ids);
+        self.model.clear_kv_cache();
+        rows
+    }
+
+    fn teacher_forced(
+        &mut self,
+        input_ids: &[u32],
+        decoder_input_ids: &[u32],
+    ) -> Result<Vec<Vec<f32>>> {
+        let n = input_ids.len();
+        let ids = Tensor::from_slice(input_ids, (1, n), &Device::Cpu)?;
+        let mask = Tensor::ones((1, n), DType::U32, &Device::Cpu)?;
+        self.model.encode(&ids, &mask)?;
+        decoder_input_ids
+            .iter()
+            .map(|&token| {
+                let token = Tensor::new(&[token], &Device::Cpu)?;
+                Ok(self.model.decode_step(&token)?.squeeze(0)?.to_vec1()?)
+            })
+            .collect()
     }
 
     /// Summarizes one text.

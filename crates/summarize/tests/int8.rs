@@ -6,8 +6,8 @@
 //! f32), and once in int8. Agreement is the share of f32's tokens that
 //! int8 reproduces before the two first differ: a token after the first
 //! difference continues another text and is not counted, even where it
-//! happens to match. The public API cannot feed the decoder a chosen
-//! prefix, so no teacher-forced comparison is made here.
+//! happens to match. Teacher-forced int8 logits, which do not part, are
+//! compared with transformers' in `logits.rs`.
 //!
 //! The fixtures are poor ground for int8: their random output layers put
 //! the best two logits close (on average 0.2 to 0.4 standard deviations
@@ -20,46 +20,18 @@
 //! what int8 keeps of a trained checkpoint's output is not measured here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::fs;
-use std::path::{Path, PathBuf};
+mod common;
 
 use confsum_summarize::{LoadOptions, Precision, Summarizer};
 use serde_json::Value;
 
-const FIXTURES: [&str; 3] = ["t5_v1_0", "t5_v1_1", "bart"];
+use common::{FIXTURES, expected, fixture, greedy_run, ids, read_json};
 
 /// The least overall agreement accepted (measured: 71/134 = 0.53).
 const MIN_AGREEMENT: f64 = 0.50;
 
-fn fixture(model: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(model)
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(&fs::read(path).unwrap())
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not an id list: {v}"))
-        .iter()
-        .map(|x| u32::try_from(x.as_u64().unwrap()).unwrap())
-        .collect()
-}
-
-fn configure(summarizer: &mut Summarizer, kwargs: &Value) {
-    *summarizer.generation_config_mut() = summarizer.checkpoint().generation_config().clone();
-    summarizer
-        .generation_config_mut()
-        .update(kwargs)
-        .unwrap_or_else(|e| panic!("update({kwargs}): {e}"));
-}
-
 fn generate(summarizer: &mut Summarizer, kwargs: &Value, input: &[u32]) -> Vec<u32> {
-    configure(summarizer, kwargs);
+    common::configure(summarizer, kwargs).unwrap_or_else(|e| panic!("{e}"));
     let mut rows = summarizer.generate_ids(&[input.to_vec()]).unwrap();
     assert_eq!(rows.len(), 1);
     rows.pop().unwrap()
@@ -73,7 +45,7 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 /// Per fixture: (tokens int8 reproduced, f32 tokens).
 fn measure(model: &str) -> (usize, usize) {
     let dir = fixture(model);
-    let expected = read_json(&dir.join("expected.json"));
+    let expected = expected(model);
     let vocab = read_json(&dir.join("config.json"))["vocab_size"]
         .as_u64()
         .unwrap();
@@ -86,12 +58,7 @@ fn measure(model: &str) -> (usize, usize) {
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let input = ids(&case["input_ids"]);
-        let run = case["runs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == "greedy")
-            .unwrap_or_else(|| panic!("{model}/{name}: no greedy run"));
+        let run = greedy_run(case);
         let kwargs = &run["kwargs"];
         let max_new = kwargs["max_new_tokens"].as_u64().unwrap() as usize;
 

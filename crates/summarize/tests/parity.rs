@@ -11,39 +11,15 @@
 //! settings.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use confsum_summarize::{Checkpoint, Family, LoadOptions, Summarizer};
 use serde_json::Value;
 
-fn fixture(model: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(model)
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not an id list: {v}"))
-        .iter()
-        .map(|x| u32::try_from(x.as_u64().unwrap()).unwrap())
-        .collect()
-}
-
-fn rows(v: &Value) -> Vec<Vec<u32>> {
-    v.as_array().unwrap().iter().map(ids).collect()
-}
-
-/// Resets the generation settings to the checkpoint's, then applies
-/// transformers-style keyword arguments.
-fn configure(summarizer: &mut Summarizer, kwargs: &Value) -> Result<(), String> {
-    *summarizer.generation_config_mut() = summarizer.checkpoint().generation_config().clone();
-    summarizer
-        .generation_config_mut()
-        .update(kwargs)
-        .map_err(|e| format!("update({kwargs}) failed: {e}"))
-}
+use common::{configure, expected, fixture, ids, rows};
 
 /// The rows of a padded batch with the padding dropped, by its mask.
 fn unpad(input_ids: &Value, mask: &Value) -> Vec<Vec<u32>> {
@@ -161,12 +137,6 @@ fn check(label: &str, dir: &Path, expected: &Value) -> Vec<String> {
         }
     }
     failures
-}
-
-fn expected(model: &str) -> Value {
-    let path = fixture(model).join("expected.json");
-    serde_json::from_slice(&fs::read(&path).unwrap())
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn parity(model: &str, family: Family) {

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Records transformers' own generate() on a scripted model, for generate.rs.
+"""Records transformers' own generate() on a scripted model, for the search
+in src/generation/.
 
 The model's logits are a pure function of the (unpadded) encoder ids and the
-decoder ids so far; `FakeModel` in generate.rs computes the same function, so
-replaying these cases in Rust checks generation (search, processors, lengths,
-padding, config loading) against transformers itself.
+decoder ids so far; `Scripted` in src/generation/search/tests.rs computes the
+same function, so replaying these cases in Rust checks generation (search,
+processors, lengths, padding, config loading) against transformers itself.
 
 Run: python3 crates/summarize/tests/tools/generate_oracle.py
 (writes crates/summarize/testdata/generate_oracle.json)
