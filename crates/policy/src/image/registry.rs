@@ -224,6 +224,8 @@ pub(crate) fn fetch_missing(
     }
     .map_err(io_err)?;
     let shared = Arc::clone(&first.shared);
+    // Tasks are spawned onto this runtime, so it must be current.
+    let _entered = shared.runtime.enter();
     let mut tasks = tokio::task::JoinSet::new();
     for (index, remote) in &wanted {
         let path = dir.path().join(format!("layer{index}"));
