@@ -187,8 +187,8 @@ impl Scope {
     }
 
     fn full_eval(&self, s: &str) -> Result<Option<String>, Error> {
-        if s.starts_with("[[") {
-            return Ok(Some(s[1..].to_owned()));
+        if let Some(rest) = s.strip_prefix("[[") {
+            return Ok(Some(format!("[{rest}")));
         }
         if !(s.starts_with('[') && s.ends_with(']')) || s.len() < 2 {
             return Ok(Some(s.to_owned()));
