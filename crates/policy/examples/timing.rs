@@ -23,7 +23,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Some(d) => LayerCache::new(d),
                 None => LayerCache::disabled(),
             };
-            let out = generate(&template, &sources, &GenerateOptions::default(), &cache, None)?;
+            let out = generate(
+                &template,
+                &sources,
+                &GenerateOptions::default(),
+                &cache,
+                None,
+            )?;
             for g in out.groups {
                 println!("{}", g.host_data);
             }
@@ -32,11 +38,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for f in &args[1..] {
                 let input = BufReader::with_capacity(1 << 20, File::open(f)?);
                 let tar = decompress(input)?;
-                let root = convert_tar(tar, VerityHasher::new(), &Options::default())?.root_hash()?;
+                let root =
+                    convert_tar(tar, VerityHasher::new(), &Options::default())?.root_hash()?;
                 println!("{root}  {f}");
             }
         }
-        _ => return Err("usage: timing generate TEMPLATE ARCHIVE [CACHE_DIR] | timing layer-hash FILE...".into()),
+        _ => {
+            return Err(
+                "usage: timing generate TEMPLATE ARCHIVE [CACHE_DIR] | timing layer-hash FILE..."
+                    .into(),
+            );
+        }
     }
     Ok(())
 }

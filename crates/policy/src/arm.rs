@@ -33,9 +33,8 @@ pub enum ArmEval {
 }
 
 // template_util.py PARAMETER_AND_VARIABLE_REGEX and WHOLE_PARAMETER_AND_VARIABLE.
-static PARAM_RE: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    Regex::new(r"\[(?:parameters|variables)\(\s*'([^\./]+?)'\s*\)\]").ok()
-});
+static PARAM_RE: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"\[(?:parameters|variables)\(\s*'([^\./]+?)'\s*\)\]").ok());
 static WHOLE_RE: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(r"(\s*\[\s*(parameters|variables))(\(\s*'([^\./]+?)'\s*\)\])").ok()
 });
@@ -228,7 +227,8 @@ impl Scope {
                         let key = one_string(&values, whole)?;
                         let param = get(&self.params, &key)
                             .ok_or(TemplateError::UnknownParameter { name: key.clone() })?;
-                        let v = get_some(param, "value").or_else(|| get_some(param, "defaultValue"));
+                        let v =
+                            get_some(param, "value").or_else(|| get_some(param, "defaultValue"));
                         Ok(v.cloned())
                     }
                     "variables" => {
@@ -237,9 +237,7 @@ impl Scope {
                             .ok_or(TemplateError::UnknownVariable { name: key.clone() })?;
                         // A variable may itself be an expression.
                         match v {
-                            Value::String(s) => {
-                                Ok(self.full_eval(s)?.map(Value::String))
-                            }
+                            Value::String(s) => Ok(self.full_eval(s)?.map(Value::String)),
                             other => Ok(Some(other.clone())),
                         }
                     }
@@ -454,7 +452,10 @@ impl ExprParser<'_> {
                 }
                 Ok(Expr::Call(name, args))
             }
-            _ => Err(bad(self.whole, "expected a string, number or function call")),
+            _ => Err(bad(
+                self.whole,
+                "expected a string, number or function call",
+            )),
         }
     }
 }
@@ -698,13 +699,19 @@ mod tests {
             // confcom's WHOLE regex swallows the blank before '['.
             ("a [variables('v')]", "aV"),
             // Not a bare reference: confcom leaves it as text.
-            ("[concat('a', parameters('p'))]", "[concat('a', parameters('p'))]"),
+            (
+                "[concat('a', parameters('p'))]",
+                "[concat('a', parameters('p'))]",
+            ),
             ("[parameters('unset')]", "[parameters('unset')]"),
             ("plain", "plain"),
         ] {
             assert_eq!(s.confcom_replace(input).unwrap(), want, "{input}");
         }
-        assert!(s.confcom_is_unset_reference("[parameters('unset')]").unwrap());
+        assert!(
+            s.confcom_is_unset_reference("[parameters('unset')]")
+                .unwrap()
+        );
         assert!(!s.confcom_is_unset_reference("[parameters('p')]").unwrap());
         assert!(matches!(
             s.confcom_replace("[parameters('nope')]"),
@@ -717,9 +724,18 @@ mod tests {
         let s = scope();
         for (input, want) in [
             ("[parameters('p')]", Some("P")),
-            ("[concat('a', parameters('p'), '-', variables('v'))]", Some("aP-V")),
-            ("[format('{0}/{1}', parameters('p'), concat('x', 'y'))]", Some("P/xy")),
-            ("[format('{{literal}} {0}', parameters('n'))]", Some("{literal} 5")),
+            (
+                "[concat('a', parameters('p'), '-', variables('v'))]",
+                Some("aP-V"),
+            ),
+            (
+                "[format('{0}/{1}', parameters('p'), concat('x', 'y'))]",
+                Some("P/xy"),
+            ),
+            (
+                "[format('{{literal}} {0}', parameters('n'))]",
+                Some("{literal} 5"),
+            ),
             ("[variables('nested')]", Some("x-P")),
             ("[CONCAT('it''s', ' ok')]", Some("it's ok")),
             ("[[not an expression]", Some("[not an expression]")),

@@ -44,23 +44,47 @@ fn label(c: &Container, index: usize) -> String {
 pub fn diff(a: &Policy, b: &Policy) -> Vec<Change> {
     let mut out = Vec::new();
     let mut leaf = |path: &str, x: Value, y: Value| compare(path, Some(&x), Some(&y), &mut out);
-    leaf("api_version", a.api_version.clone().into(), b.api_version.clone().into());
+    leaf(
+        "api_version",
+        a.api_version.clone().into(),
+        b.api_version.clone().into(),
+    );
     leaf(
         "framework_version",
         a.framework_version.clone().into(),
         b.framework_version.clone().into(),
     );
     for (name, x, y) in [
-        ("allow_properties_access", a.switches.properties_access, b.switches.properties_access),
-        ("allow_dump_stacks", a.switches.dump_stacks, b.switches.dump_stacks),
-        ("allow_runtime_logging", a.switches.runtime_logging, b.switches.runtime_logging),
+        (
+            "allow_properties_access",
+            a.switches.properties_access,
+            b.switches.properties_access,
+        ),
+        (
+            "allow_dump_stacks",
+            a.switches.dump_stacks,
+            b.switches.dump_stacks,
+        ),
+        (
+            "allow_runtime_logging",
+            a.switches.runtime_logging,
+            b.switches.runtime_logging,
+        ),
         (
             "allow_environment_variable_dropping",
             a.switches.environment_variable_dropping,
             b.switches.environment_variable_dropping,
         ),
-        ("allow_unencrypted_scratch", a.switches.unencrypted_scratch, b.switches.unencrypted_scratch),
-        ("allow_capability_dropping", a.switches.capability_dropping, b.switches.capability_dropping),
+        (
+            "allow_unencrypted_scratch",
+            a.switches.unencrypted_scratch,
+            b.switches.unencrypted_scratch,
+        ),
+        (
+            "allow_capability_dropping",
+            a.switches.capability_dropping,
+            b.switches.capability_dropping,
+        ),
     ] {
         leaf(name, x.into(), y.into());
     }
@@ -68,8 +92,18 @@ pub fn diff(a: &Policy, b: &Policy) -> Vec<Change> {
     let fb = serde_json::to_value(&b.fragments).unwrap_or(Value::Null);
     compare("fragments", Some(&fa), Some(&fb), &mut out);
 
-    let la: Vec<String> = a.containers.iter().enumerate().map(|(i, c)| label(c, i)).collect();
-    let lb: Vec<String> = b.containers.iter().enumerate().map(|(i, c)| label(c, i)).collect();
+    let la: Vec<String> = a
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| label(c, i))
+        .collect();
+    let lb: Vec<String> = b
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| label(c, i))
+        .collect();
     for (i, ca) in a.containers.iter().enumerate() {
         let path = format!("containers[{}]", la[i]);
         let va = serde_json::to_value(ca).unwrap_or(Value::Null);

@@ -115,7 +115,9 @@ impl std::fmt::Display for Document {
 #[non_exhaustive]
 pub enum TemplateError {
     /// The template has no `Microsoft.ContainerInstance/containerGroups` resource.
-    #[error("no resource of type Microsoft.ContainerInstance/containerGroups or containerGroupProfiles")]
+    #[error(
+        "no resource of type Microsoft.ContainerInstance/containerGroups or containerGroupProfiles"
+    )]
     NoContainerGroups,
     /// A required field is missing or empty.
     #[error("field {path} is missing or empty")]
@@ -163,7 +165,9 @@ pub enum TemplateError {
     },
     /// An environment variable's value is a parameter with no value, and
     /// wildcards were not approved.
-    #[error("environment variable {name:?} takes its value from a parameter with no value; pass --approve-wildcards to allow any value ({name}=.*), or give the parameter a value")]
+    #[error(
+        "environment variable {name:?} takes its value from a parameter with no value; pass --approve-wildcards to allow any value ({name}=.*), or give the parameter a value"
+    )]
     WildcardNotApproved {
         /// The variable name.
         name: String,
@@ -191,7 +195,9 @@ pub enum TemplateError {
         group: usize,
     },
     /// The template has no `confidentialComputeProperties` to hold a policy.
-    #[error("container group {group} has no properties.confidentialComputeProperties.ccePolicy to write to; add \"confidentialComputeProperties\": {{\"ccePolicy\": \"\"}}")]
+    #[error(
+        "container group {group} has no properties.confidentialComputeProperties.ccePolicy to write to; add \"confidentialComputeProperties\": {{\"ccePolicy\": \"\"}}"
+    )]
     NoCcePolicyField {
         /// Index of the group.
         group: usize,
@@ -298,7 +304,9 @@ pub enum ImageError {
         digest: String,
     },
     /// A layer's bytes do not hash to the digest its manifest gives.
-    #[error("layer {index} does not match its digest: manifest says {expected}, content is {actual}")]
+    #[error(
+        "layer {index} does not match its digest: manifest says {expected}, content is {actual}"
+    )]
     DigestMismatch {
         /// Index of the layer, base first.
         index: usize,

@@ -81,7 +81,10 @@ pub enum Warning {
 impl std::fmt::Display for Warning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Warning::SecureValueInClear { container, variable } => write!(
+            Warning::SecureValueInClear {
+                container,
+                variable,
+            } => write!(
                 f,
                 "container {container:?}: secureValue of {variable} is written into the policy in clear text (as az confcom does), and the policy goes into the template; --secure-env-as-pattern writes {variable}=.+ instead"
             ),
@@ -504,7 +507,10 @@ impl Template {
         warnings: &mut Vec<Warning>,
     ) -> Result<GroupSpec, Error> {
         let resource = self.group(index).ok_or_else(|| missing("resources"))?;
-        let gpath = format!("resources[{}]", self.groups.get(index).copied().unwrap_or(0));
+        let gpath = format!(
+            "resources[{}]",
+            self.groups.get(index).copied().unwrap_or(0)
+        );
         let name = get(resource, "name")
             .map(pyjson::python_str)
             .unwrap_or_default();
@@ -779,12 +785,11 @@ fn container_spec(
             .as_object()
             .and_then(|o| o.keys().filter(|k| mount_source(k).is_some()).next_back())
             .cloned();
-        let source = kind
-            .as_deref()
-            .and_then(mount_source)
-            .ok_or_else(|| TemplateError::UnsupportedVolume {
+        let source = kind.as_deref().and_then(mount_source).ok_or_else(|| {
+            TemplateError::UnsupportedVolume {
                 name: pyjson::python_str(&mount_name),
-            })?;
+            }
+        })?;
         let dest = get(m, "mountPath")
             .filter(|v| truthy(v))
             .ok_or_else(|| missing(format!("{mpath}[{i}].mountPath")))?
@@ -820,7 +825,12 @@ fn container_spec(
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
         Some(v) if !truthy(v) => false,
-        Some(_) => return Err(wrong(format!("{sc_path}.privileged"), "a boolean or string")),
+        Some(_) => {
+            return Err(wrong(
+                format!("{sc_path}.privileged"),
+                "a boolean or string",
+            ));
+        }
     };
     let capabilities = capabilities(sc, allow_elevated, &sc_path)?;
     let mut user = User::default();
@@ -853,11 +863,11 @@ fn container_spec(
         }
     };
     let seccomp_profile_sha256 = match sc.and_then(|s| get(s, "seccompProfile")) {
-        Some(Value::String(b64)) => seccomp_hash(b64).ok_or_else(|| {
-            TemplateError::BadSeccompProfile {
+        Some(Value::String(b64)) => {
+            seccomp_hash(b64).ok_or_else(|| TemplateError::BadSeccompProfile {
                 container: name.clone(),
-            }
-        })?,
+            })?
+        }
         Some(Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("Localhost") => {
             return Err(TemplateError::LocalhostSeccomp {
                 container: name.clone(),
@@ -922,7 +932,10 @@ fn capabilities(sc: Option<&Value>, privileged: bool, path: &str) -> Result<Capa
     } else {
         &["bounding", "effective", "permitted"]
     };
-    if let Some(caps) = sc.and_then(|s| get(s, "capabilities")).filter(|c| truthy(c)) {
+    if let Some(caps) = sc
+        .and_then(|s| get(s, "capabilities"))
+        .filter(|c| truthy(c))
+    {
         if !caps.is_object() {
             return Err(wrong(format!("{path}.capabilities"), "an object"));
         }
@@ -967,10 +980,12 @@ fn seccomp_hash(b64: &str) -> Option<String> {
     let pick = |obj: &serde_json::Map<String, Value>, keys: &[&str], defaults: &[(&str, Value)]| {
         let mut fields = Vec::new();
         for k in keys {
-            let val = obj
-                .get(*k)
-                .cloned()
-                .or_else(|| defaults.iter().find(|(d, _)| d == k).map(|(_, v)| v.clone()));
+            let val = obj.get(*k).cloned().or_else(|| {
+                defaults
+                    .iter()
+                    .find(|(d, _)| d == k)
+                    .map(|(_, v)| v.clone())
+            });
             if let Some(val) = val {
                 fields.push(((*k).to_owned(), val));
             }
@@ -1021,7 +1036,9 @@ fn seccomp_hash(b64: &str) -> Option<String> {
                                 ],
                             );
                             args.push(Ordered::Object(
-                                af.into_iter().map(|(k, v)| (k, Ordered::Plain(v))).collect(),
+                                af.into_iter()
+                                    .map(|(k, v)| (k, Ordered::Plain(v)))
+                                    .collect(),
                             ));
                         }
                         sc.push((sk, Ordered::List(args)));
@@ -1063,10 +1080,7 @@ impl GroupSpec {
 
     /// The policy, given each image's config and layer hashes (looked up
     /// by the reference [`GroupSpec::images`] returned).
-    pub fn policy(
-        &self,
-        images: &dyn Fn(&str) -> Option<ImageFacts>,
-    ) -> Result<Policy, Error> {
+    pub fn policy(&self, images: &dyn Fn(&str) -> Option<ImageFacts>) -> Result<Policy, Error> {
         let mut containers = Vec::new();
         for spec in &self.containers {
             let facts = images(&spec.image).ok_or_else(|| TemplateError::NoImageSource {
@@ -1094,7 +1108,11 @@ impl GroupSpec {
         })
     }
 
-    fn container(&self, spec: &ContainerSpec, facts: &ImageFacts) -> Result<Option<Container>, Error> {
+    fn container(
+        &self,
+        spec: &ContainerSpec,
+        facts: &ImageFacts,
+    ) -> Result<Option<Container>, Error> {
         if facts.layers.is_empty() {
             // confcom drops containers whose image yielded no layers.
             return Ok(None);
@@ -1128,10 +1146,12 @@ impl GroupSpec {
                 .map(|r| r.pattern.split('=').next().unwrap_or("").to_owned())
                 .collect();
             for entry in &cfg.env {
-                let (n, _) = entry.split_once('=').ok_or_else(|| TemplateError::BadImageEnv {
-                    image: spec.image.clone(),
-                    entry: entry.clone(),
-                })?;
+                let (n, _) = entry
+                    .split_once('=')
+                    .ok_or_else(|| TemplateError::BadImageEnv {
+                        image: spec.image.clone(),
+                        entry: entry.clone(),
+                    })?;
                 if !names.iter().any(|x| x == n) {
                     env_rules.push(EnvRule {
                         pattern: entry.clone(),

@@ -254,7 +254,9 @@ impl Policy {
     /// The Rego text, byte for byte as confcom 1.4.3 writes it.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
-        out.push_str("package policy\n\nimport future.keywords.every\nimport future.keywords.in\n\n");
+        out.push_str(
+            "package policy\n\nimport future.keywords.every\nimport future.keywords.in\n\n",
+        );
         out.push_str("api_version := ");
         pyjson::write_str(&mut out, &self.api_version);
         out.push_str("\nframework_version := ");
@@ -308,9 +310,8 @@ impl Policy {
             Some(v) => serde_json::from_value(v).map_err(|e| bad("fragments", e))?,
             None => Vec::new(),
         };
-        let containers = rule_value(text, "containers")?.ok_or(PolicyError::MissingRule {
-            name: "containers",
-        })?;
+        let containers = rule_value(text, "containers")?
+            .ok_or(PolicyError::MissingRule { name: "containers" })?;
         let containers: Vec<Container> =
             serde_json::from_value(containers).map_err(|e| bad("containers", e))?;
         let defaults = Switches::default();
@@ -421,10 +422,13 @@ mod tests {
 
     #[test]
     fn missing_containers_is_an_error() {
-        let err = Policy::parse("package policy\napi_version := \"1\"\nframework_version := \"2\"\n");
+        let err =
+            Policy::parse("package policy\napi_version := \"1\"\nframework_version := \"2\"\n");
         assert!(matches!(
             err,
-            Err(Error::Policy(PolicyError::MissingRule { name: "containers" }))
+            Err(Error::Policy(PolicyError::MissingRule {
+                name: "containers"
+            }))
         ));
     }
 }

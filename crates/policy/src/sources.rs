@@ -54,7 +54,11 @@ impl ImageSources {
             .local
             .iter()
             .find(|(r, _)| r == reference)
-            .or_else(|| self.local.iter().find(|(r, _)| normalize_reference(r) == wanted))
+            .or_else(|| {
+                self.local
+                    .iter()
+                    .find(|(r, _)| normalize_reference(r) == wanted)
+            })
             .map(|(_, p)| p.clone())
             .or_else(|| self.default_local.clone());
         if let Some(path) = local {
@@ -109,7 +113,11 @@ impl Image {
     }
 
     /// Its config and layer root hashes: what a policy needs.
-    pub fn facts(&self, cache: &LayerCache, progress: Option<&Progress>) -> Result<ImageFacts, Error> {
+    pub fn facts(
+        &self,
+        cache: &LayerCache,
+        progress: Option<&Progress>,
+    ) -> Result<ImageFacts, Error> {
         if let Some(arch) = &self.config.architecture {
             if arch != "amd64" {
                 return Err(Error::Image {

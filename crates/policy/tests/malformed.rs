@@ -20,8 +20,14 @@ fn basic_template() -> Template {
 fn gen_from(archive: &Path, cache: &LayerCache) -> Result<String, Error> {
     let mut sources = ImageSources::new();
     sources.insert("confsum/oracle:v1", archive);
-    generate(&basic_template(), &sources, &GenerateOptions::default(), cache, None)
-        .map(|g| g.groups[0].text.clone())
+    generate(
+        &basic_template(),
+        &sources,
+        &GenerateOptions::default(),
+        cache,
+        None,
+    )
+    .map(|g| g.groups[0].text.clone())
 }
 
 fn oci_copy(dir: &Path) -> std::path::PathBuf {
@@ -123,12 +129,17 @@ fn expect_traversal(tar: Vec<u8>) {
 fn path_traversal_is_refused() {
     let config = br#"{"architecture":"amd64","config":{},"rootfs":{"diff_ids":["sha256:0000000000000000000000000000000000000000000000000000000000000000"]}}"#;
     // A manifest naming a layer outside the archive.
-    let manifest = br#"[{"Config":"c.json","RepoTags":["confsum/oracle:v1"],"Layers":["../../etc/passwd"]}]"#;
-    expect_traversal(raw_tar(&[("manifest.json", manifest), ("c.json", config)], &[]));
+    let manifest =
+        br#"[{"Config":"c.json","RepoTags":["confsum/oracle:v1"],"Layers":["../../etc/passwd"]}]"#;
+    expect_traversal(raw_tar(
+        &[("manifest.json", manifest), ("c.json", config)],
+        &[],
+    ));
     // An entry whose own name climbs out.
     expect_traversal(raw_tar(&[("manifest.json", manifest), ("../x", b"x")], &[]));
     // A link inside the archive that points out of it.
-    let manifest = br#"[{"Config":"c.json","RepoTags":["confsum/oracle:v1"],"Layers":["l/layer.tar"]}]"#;
+    let manifest =
+        br#"[{"Config":"c.json","RepoTags":["confsum/oracle:v1"],"Layers":["l/layer.tar"]}]"#;
     expect_traversal(raw_tar(
         &[("manifest.json", manifest), ("c.json", config)],
         &[("l/layer.tar", "../../../etc/passwd")],
@@ -157,7 +168,10 @@ fn unusable_archives_give_errors() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.tar");
     std::fs::write(&junk, vec![0x42; 10_000]).unwrap();
-    assert!(matches!(gen_from(&junk, &LayerCache::disabled()), Err(Error::Image { .. })));
+    assert!(matches!(
+        gen_from(&junk, &LayerCache::disabled()),
+        Err(Error::Image { .. })
+    ));
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     assert!(matches!(
@@ -231,7 +245,9 @@ fn malformed_templates_table() {
     let c = |props: &str| format!(r#"[{{"name":"c","properties":{props}}}]"#);
     let cases: Vec<(String, &GenerateOptions, fn(&Error) -> bool)> = vec![
         ("{".into(), &default, |e| matches!(e, Error::Json { .. })),
-        ("[]".into(), &default, |e| matches!(e, Error::Template(TemplateError::Missing { .. }))),
+        ("[]".into(), &default, |e| {
+            matches!(e, Error::Template(TemplateError::Missing { .. }))
+        }),
         (
             r#"{"resources":[{"type":"Microsoft.Web/sites"}]}"#.into(),
             &default,
@@ -240,59 +256,106 @@ fn malformed_templates_table() {
         (group("[]", ""), &default, |e| {
             matches!(e, Error::Template(TemplateError::Missing { .. }))
         }),
-        (group(&c(r#"{"command":[]}"#), ""), &default, |e| {
-            matches!(e, Error::Template(TemplateError::Missing { path }) if path.ends_with("image"))
-        }),
-        (group(&c(r#"{"image":"x","command":"sh"}"#), ""), &default, |e| {
-            matches!(e, Error::Template(TemplateError::WrongType { .. }))
-        }),
         (
-            group(&c(r#"{"image":"x","environmentVariables":[{"name":"A","secureValue":"[parameters('unset')]"}]}"#), ""),
+            group(&c(r#"{"command":[]}"#), ""),
+            &default,
+            |e| matches!(e, Error::Template(TemplateError::Missing { path }) if path.ends_with("image")),
+        ),
+        (
+            group(&c(r#"{"image":"x","command":"sh"}"#), ""),
+            &default,
+            |e| matches!(e, Error::Template(TemplateError::WrongType { .. })),
+        ),
+        (
+            group(
+                &c(
+                    r#"{"image":"x","environmentVariables":[{"name":"A","secureValue":"[parameters('unset')]"}]}"#,
+                ),
+                "",
+            ),
             &default,
             |e| matches!(e, Error::Template(TemplateError::WildcardNotApproved { name }) if name == "A"),
         ),
         (
-            group(&c(r#"{"image":"x","environmentVariables":[{"name":"A","value":"[parameters('nope')]"}]}"#), ""),
+            group(
+                &c(
+                    r#"{"image":"x","environmentVariables":[{"name":"A","value":"[parameters('nope')]"}]}"#,
+                ),
+                "",
+            ),
             &default,
             |e| matches!(e, Error::Template(TemplateError::UnknownParameter { name }) if name == "nope"),
         ),
         (
-            group(&c(r#"{"image":"x","environmentVariables":[{"name":"A","value":"[resourceGroup().location]"}]}"#), ""),
+            group(
+                &c(
+                    r#"{"image":"x","environmentVariables":[{"name":"A","value":"[resourceGroup().location]"}]}"#,
+                ),
+                "",
+            ),
             &full,
-            |e| matches!(e, Error::Template(TemplateError::UnsupportedFunction { .. })),
+            |e| {
+                matches!(
+                    e,
+                    Error::Template(TemplateError::UnsupportedFunction { .. })
+                )
+            },
         ),
         (
-            group(&c(r#"{"image":"x","environmentVariables":[{"name":"A"}]}"#), ""),
+            group(
+                &c(r#"{"image":"x","environmentVariables":[{"name":"A"}]}"#),
+                "",
+            ),
             &default,
             |e| matches!(e, Error::Template(TemplateError::Missing { .. })),
         ),
         (
-            group(&c(r#"{"image":"x","volumeMounts":[{"name":"v","mountPath":"/m"}]}"#), ""),
+            group(
+                &c(r#"{"image":"x","volumeMounts":[{"name":"v","mountPath":"/m"}]}"#),
+                "",
+            ),
             &default,
             |e| matches!(e, Error::Template(TemplateError::UnknownVolume { name }) if name == "v"),
         ),
         (
-            group(&c(r#"{"image":"x","volumeMounts":[{"name":"v","mountPath":"/m"}]}"#), r#","volumes":[{"name":"v","nfs":{}}]"#),
+            group(
+                &c(r#"{"image":"x","volumeMounts":[{"name":"v","mountPath":"/m"}]}"#),
+                r#","volumes":[{"name":"v","nfs":{}}]"#,
+            ),
             &default,
             |e| matches!(e, Error::Template(TemplateError::UnsupportedVolume { .. })),
         ),
         (
-            group(&c(r#"{"image":"x","volumeMounts":[{"name":"v","mountPath":"/m","readOnly":"yes"}]}"#), r#","volumes":[{"name":"v","emptyDir":{}}]"#),
+            group(
+                &c(
+                    r#"{"image":"x","volumeMounts":[{"name":"v","mountPath":"/m","readOnly":"yes"}]}"#,
+                ),
+                r#","volumes":[{"name":"v","emptyDir":{}}]"#,
+            ),
             &default,
             |e| matches!(e, Error::Template(TemplateError::WrongType { .. })),
         ),
         (
-            group(&c(r#"{"image":"x","livenessProbe":{"exec":{"command":[]}}}"#), ""),
+            group(
+                &c(r#"{"image":"x","livenessProbe":{"exec":{"command":[]}}}"#),
+                "",
+            ),
             &default,
             |e| matches!(e, Error::Template(TemplateError::Missing { .. })),
         ),
         (
-            group(&c(r#"{"image":"x","securityContext":{"runAsUser":-1}}"#), ""),
+            group(
+                &c(r#"{"image":"x","securityContext":{"runAsUser":-1}}"#),
+                "",
+            ),
             &default,
             |e| matches!(e, Error::Template(TemplateError::WrongType { .. })),
         ),
         (
-            group(&c(r#"{"image":"x","securityContext":{"seccompProfile":"%%%"}}"#), ""),
+            group(
+                &c(r#"{"image":"x","securityContext":{"seccompProfile":"%%%"}}"#),
+                "",
+            ),
             &default,
             |e| matches!(e, Error::Template(TemplateError::BadSeccompProfile { .. })),
         ),
@@ -340,6 +403,8 @@ fn template_without_a_policy_field_cannot_take_one() {
     let t = Template::parse(&group(r#"[{"name":"c","properties":{"image":"x"}}]"#, "")).unwrap();
     assert!(matches!(
         t.with_policies(&["p".into()]),
-        Err(Error::Template(TemplateError::NoCcePolicyField { group: 0 }))
+        Err(Error::Template(TemplateError::NoCcePolicyField {
+            group: 0
+        }))
     ));
 }

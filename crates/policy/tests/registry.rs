@@ -145,8 +145,14 @@ fn from_registry(
 ) -> Result<String, Error> {
     let mut sources = ImageSources::new();
     sources.allow_registry(registry);
-    generate(&template(case, reference), &sources, &options(case), cache, None)
-        .map(|g| g.groups[0].text.clone())
+    generate(
+        &template(case, reference),
+        &sources,
+        &options(case),
+        cache,
+        None,
+    )
+    .map(|g| g.groups[0].text.clone())
 }
 
 fn from_archive(case: &str, reference: &str) -> String {
@@ -174,7 +180,10 @@ fn insecure(host: &str) -> RegistryOptions {
 }
 
 fn empty_docker_config() -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!("confsum-empty-docker-config-{}.json", std::process::id()));
+    let p = std::env::temp_dir().join(format!(
+        "confsum-empty-docker-config-{}.json",
+        std::process::id()
+    ));
     std::fs::write(&p, "{}").unwrap();
     p
 }
@@ -194,7 +203,13 @@ fn registry_equals_archive() {
         }
     }
     // Without the image id the policy is exactly confcom's expected bytes.
-    let got = from_registry("basic-omit-id", &reference, insecure(&registry.host), &cache).unwrap();
+    let got = from_registry(
+        "basic-omit-id",
+        &reference,
+        insecure(&registry.host),
+        &cache,
+    )
+    .unwrap();
     let expected =
         std::fs::read_to_string(common::vectors().join("basic-omit-id/expected.rego")).unwrap();
     assert_eq!(got, expected);
@@ -210,7 +225,12 @@ fn registry_equals_archive() {
     // A tag that is not there.
     let missing = reference.replace(":v1", ":nope");
     assert!(matches!(
-        from_registry("basic", &missing, insecure(&registry.host), &LayerCache::disabled()),
+        from_registry(
+            "basic",
+            &missing,
+            insecure(&registry.host),
+            &LayerCache::disabled()
+        ),
         Err(Error::Registry { .. })
     ));
 }
@@ -226,7 +246,12 @@ fn registry_basic_auth_from_docker_config() {
 
     // Anonymous pull is refused.
     assert!(matches!(
-        from_registry("basic", &reference, insecure(&registry.host), &LayerCache::disabled()),
+        from_registry(
+            "basic",
+            &reference,
+            insecure(&registry.host),
+            &LayerCache::disabled()
+        ),
         Err(Error::Registry { .. })
     ));
 

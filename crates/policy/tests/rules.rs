@@ -82,8 +82,14 @@ fn multi_container_group() {
     let mut sources = ImageSources::new();
     sources.insert("app:v1", &app);
     sources.insert("side:v1", &side);
-    let out = generate(&t, &sources, &GenerateOptions::default(), &LayerCache::disabled(), None)
-        .unwrap();
+    let out = generate(
+        &t,
+        &sources,
+        &GenerateOptions::default(),
+        &LayerCache::disabled(),
+        None,
+    )
+    .unwrap();
     let p = &out.groups[0].policy;
     assert_eq!(p.containers.len(), 3);
     let (a, s, pause) = (&p.containers[0], &p.containers[1], &p.containers[2]);
@@ -95,10 +101,28 @@ fn multi_container_group() {
     assert_eq!(a.working_dir, "/");
     assert_eq!(a.signals, vec![json!(15)]);
     // ... image User "1000:1000" → id/id; "nobody" → name, group stays any.
-    assert_eq!(a.user.user_idname, IdName { pattern: "1000".into(), strategy: "id".into() });
-    assert_eq!(a.user.group_idnames, vec![IdName { pattern: "1000".into(), strategy: "id".into() }]);
+    assert_eq!(
+        a.user.user_idname,
+        IdName {
+            pattern: "1000".into(),
+            strategy: "id".into()
+        }
+    );
+    assert_eq!(
+        a.user.group_idnames,
+        vec![IdName {
+            pattern: "1000".into(),
+            strategy: "id".into()
+        }]
+    );
     // extract_user: the template's runAsUser wins over the image's User.
-    assert_eq!(s.user.user_idname, IdName { pattern: "0".into(), strategy: "id".into() });
+    assert_eq!(
+        s.user.user_idname,
+        IdName {
+            pattern: "0".into(),
+            strategy: "id".into()
+        }
+    );
     assert_eq!(s.user.group_idnames, vec![IdName::any()]);
     // An untranslatable signal name stays a string (translate_signals).
     assert_eq!(s.signals, vec![json!("SIGRTMIN+3")]);
@@ -118,7 +142,13 @@ fn multi_container_group() {
     let m: Vec<(&str, &str, &str)> = a
         .mounts
         .iter()
-        .map(|m| (m.destination.as_str(), m.source.as_str(), m.options[2].as_str()))
+        .map(|m| {
+            (
+                m.destination.as_str(),
+                m.source.as_str(),
+                m.options[2].as_str(),
+            )
+        })
         .collect();
     assert_eq!(
         m,
@@ -126,7 +156,11 @@ fn multi_container_group() {
             ("/data", "sandbox:///tmp/atlas/azureFileVolume/.+", "ro"),
             ("/s", "sandbox:///tmp/atlas/secretsVolume/.+", "rw"),
             ("/r", "sandbox:///tmp/atlas/gitRepoVolume/.+", "rw"),
-            ("/etc/resolv.conf", "sandbox:///tmp/atlas/resolvconf/.+", "rw"),
+            (
+                "/etc/resolv.conf",
+                "sandbox:///tmp/atlas/resolvconf/.+",
+                "rw"
+            ),
         ]
     );
     assert_eq!(s.mounts[0].destination, "/mnt/configmap");

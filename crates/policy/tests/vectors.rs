@@ -13,8 +13,8 @@ use confsum_policy::{
 use sha2::{Digest, Sha256};
 
 fn run(case: &std::path::Path, archive: &std::path::Path, cache: &LayerCache) -> String {
-    let template = Template::parse(&std::fs::read_to_string(case.join("template.json")).unwrap())
-        .unwrap();
+    let template =
+        Template::parse(&std::fs::read_to_string(case.join("template.json")).unwrap()).unwrap();
     let flags = std::fs::read_to_string(case.join("flags")).unwrap_or_default();
     let options = common::options_from_flags(&flags);
     let (reference, _, _) = common::oracle_image();
@@ -106,7 +106,10 @@ fn policy_written_back_changes_only_cce_policy() {
     // And it reads back as the expected policy.
     let back = read_policy_input(written.as_bytes()).unwrap();
     let expected = std::fs::read_to_string(case.join("expected.rego")).unwrap();
-    assert_eq!(back, vec![("container group 0".to_owned(), expected.clone())]);
+    assert_eq!(
+        back,
+        vec![("container group 0".to_owned(), expected.clone())]
+    );
     // Parsing the expected policy and rendering it gives the same bytes.
     assert_eq!(Policy::parse(&expected).unwrap().render(), expected);
 }

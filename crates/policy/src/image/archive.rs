@@ -70,7 +70,12 @@ fn docker_archive(store: &Store, reference: &str) -> Result<Image, ImageError> {
     let tags_of = |e: &Value| -> Vec<String> {
         e.get("RepoTags")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let wanted = normalize_reference(reference);
@@ -104,7 +109,10 @@ fn docker_archive(store: &Store, reference: &str) -> Result<Image, ImageError> {
         .and_then(Value::as_array)
         .ok_or_else(|| bad("manifest.json entry has no Layers"))?
         .iter()
-        .map(|l| l.as_str().ok_or_else(|| bad("a layer path is not a string")))
+        .map(|l| {
+            l.as_str()
+                .ok_or_else(|| bad("a layer path is not a string"))
+        })
         .collect::<Result<_, _>>()?;
     if layer_paths.len() != config.diff_ids.len() {
         return Err(ImageError::LayerCount {
@@ -184,11 +192,14 @@ fn oci_layout(store: &Store, reference: &str) -> Result<Image, ImageError> {
     let tag = wanted.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
     let names_of = |m: &Value| -> Vec<String> {
         let ann = m.get("annotations");
-        ["io.containerd.image.name", "org.opencontainers.image.ref.name"]
-            .iter()
-            .filter_map(|k| ann.and_then(|a| a.get(*k)).and_then(Value::as_str))
-            .map(str::to_owned)
-            .collect()
+        [
+            "io.containerd.image.name",
+            "org.opencontainers.image.ref.name",
+        ]
+        .iter()
+        .filter_map(|k| ann.and_then(|a| a.get(*k)).and_then(Value::as_str))
+        .map(str::to_owned)
+        .collect()
     };
     let chosen = match manifests.as_slice() {
         [only] => only,
@@ -217,7 +228,10 @@ fn oci_layout(store: &Store, reference: &str) -> Result<Image, ImageError> {
             .ok_or_else(|| bad("descriptor has no digest"))?;
         let blob = read_blob(store, digest)?;
         let doc = json(&blob, "manifest")?;
-        let doc_type = doc.get("mediaType").and_then(Value::as_str).unwrap_or(media_type);
+        let doc_type = doc
+            .get("mediaType")
+            .and_then(Value::as_str)
+            .unwrap_or(media_type);
         if is_index(doc_type) || (doc.get("manifests").is_some() && doc.get("layers").is_none()) {
             let list = doc
                 .get("manifests")
@@ -228,7 +242,8 @@ fn oci_layout(store: &Store, reference: &str) -> Result<Image, ImageError> {
                 .find(|m| {
                     let p = m.get("platform");
                     p.and_then(|p| p.get("os")).and_then(Value::as_str) == Some("linux")
-                        && p.and_then(|p| p.get("architecture")).and_then(Value::as_str)
+                        && p.and_then(|p| p.get("architecture"))
+                            .and_then(Value::as_str)
                             == Some("amd64")
                 })
                 .cloned()
@@ -455,9 +470,12 @@ impl TarIndex {
     fn resolve(&self, name: &str) -> Result<TarEntry, ImageError> {
         let mut current = clean(name)?;
         for _ in 0..16 {
-            let e = self.entries.get(&current).ok_or_else(|| ImageError::Missing {
-                path: name.to_owned(),
-            })?;
+            let e = self
+                .entries
+                .get(&current)
+                .ok_or_else(|| ImageError::Missing {
+                    path: name.to_owned(),
+                })?;
             match &e.link {
                 None => return Ok(e.clone()),
                 Some(target) => current = target.clone(),
@@ -476,7 +494,13 @@ mod tests {
     #[test]
     fn clean_refuses_escapes() {
         assert_eq!(clean("./a//b/./c").unwrap(), "a/b/c");
-        assert!(matches!(clean("a/../../b"), Err(ImageError::PathTraversal { .. })));
-        assert!(matches!(clean("/etc/passwd"), Err(ImageError::PathTraversal { .. })));
+        assert!(matches!(
+            clean("a/../../b"),
+            Err(ImageError::PathTraversal { .. })
+        ));
+        assert!(matches!(
+            clean("/etc/passwd"),
+            Err(ImageError::PathTraversal { .. })
+        ));
     }
 }

@@ -161,15 +161,22 @@ pub enum ImageSource {
 /// Checks `sha256:<64 lowercase hex>` and returns the hex part.
 pub(crate) fn digest_hex(digest: &str) -> Option<&str> {
     let hex = digest.strip_prefix("sha256:")?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-        .then_some(hex)
+    (hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    .then_some(hex)
 }
 
 /// The forms of one image name that docker and containerd write in archives:
 /// `x` is `x:latest`, `docker.io/library/x` is `x`.
 pub(crate) fn normalize_reference(reference: &str) -> String {
     let mut r = reference.to_owned();
-    for prefix in ["docker.io/library/", "docker.io/", "index.docker.io/library/"] {
+    for prefix in [
+        "docker.io/library/",
+        "docker.io/",
+        "index.docker.io/library/",
+    ] {
         if let Some(rest) = r.strip_prefix(prefix) {
             r = rest.to_owned();
             break;

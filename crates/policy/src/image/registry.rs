@@ -331,9 +331,7 @@ pub(crate) fn credentials_from_config(
             return Ok(Credentials::Bearer(token.to_owned()));
         }
         if let Some(auth) = entry.get("auth").and_then(Value::as_str) {
-            let bad = || CredentialsError::BadAuth {
-                host: key.clone(),
-            };
+            let bad = || CredentialsError::BadAuth { host: key.clone() };
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(auth.trim())
                 .map_err(|_| bad())?;

@@ -43,9 +43,18 @@ pub(crate) fn formats() -> &'static Formats {
     F.get_or_init(build_formats)
 }
 
-pub(crate) fn mkimage(out: &Path, format: &str, reference: &str, config: &[u8], layers: &[Vec<u8>]) {
+pub(crate) fn mkimage(
+    out: &Path,
+    format: &str,
+    reference: &str,
+    config: &[u8],
+    layers: &[Vec<u8>],
+) {
     let dir = out.parent().unwrap();
-    let cfg = dir.join(format!("{}.config.json", out.file_name().unwrap().to_string_lossy()));
+    let cfg = dir.join(format!(
+        "{}.config.json",
+        out.file_name().unwrap().to_string_lossy()
+    ));
     std::fs::write(&cfg, config).unwrap();
     let mut layer_paths = Vec::new();
     for (i, l) in layers.iter().enumerate() {
@@ -72,7 +81,10 @@ fn sha(data: &[u8]) -> String {
 /// An image config as mkimage.py writes it (same fields; bytes need not match).
 pub(crate) fn image_config(runtime: &[u8], layers: &[Vec<u8>]) -> Vec<u8> {
     let runtime: serde_json::Value = serde_json::from_slice(runtime).unwrap();
-    let diff_ids: Vec<String> = layers.iter().map(|l| format!("sha256:{}", sha(l))).collect();
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|l| format!("sha256:{}", sha(l)))
+        .collect();
     serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
@@ -114,7 +126,10 @@ pub(crate) fn write_oci_layout(
     }))
     .unwrap();
     let manifest_digest = put(&manifest);
-    let tag = reference.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
+    let tag = reference
+        .rsplit_once(':')
+        .map(|(_, t)| t)
+        .unwrap_or("latest");
     let index = serde_json::json!({
         "schemaVersion": 2,
         "manifests": [{
