@@ -783,7 +783,7 @@ fn container_spec(
             })?;
         let kind = volume
             .as_object()
-            .and_then(|o| o.keys().filter(|k| mount_source(k).is_some()).next_back())
+            .and_then(|o| o.keys().rfind(|k| mount_source(k).is_some()))
             .cloned();
         let source = kind.as_deref().and_then(mount_source).ok_or_else(|| {
             TemplateError::UnsupportedVolume {

@@ -243,7 +243,8 @@ fn malformed_templates_table() {
     let mut full = GenerateOptions::default();
     full.arm_eval = ArmEval::Full;
     let c = |props: &str| format!(r#"[{{"name":"c","properties":{props}}}]"#);
-    let cases: Vec<(String, &GenerateOptions, fn(&Error) -> bool)> = vec![
+    type Check = fn(&Error) -> bool;
+    let cases: Vec<(String, &GenerateOptions, Check)> = vec![
         ("{".into(), &default, |e| matches!(e, Error::Json { .. })),
         ("[]".into(), &default, |e| {
             matches!(e, Error::Template(TemplateError::Missing { .. }))
