@@ -247,7 +247,7 @@ fn serve(a: &ServeArgs) -> Result<()> {
 
 fn emulate(a: &EmulateArgs) -> Result<()> {
     eprintln!("{INSECURE_WARNING}");
-    if same_file(&a.out_report, &a.out_certs) {
+    if crate::fsio::same_file(&a.out_report, &a.out_certs) {
         crate::usage_error("--out-report and --out-certs name the same file");
     }
     let report_out = Output::create(&a.out_report, "--out-report", a.force)?;
@@ -264,21 +264,6 @@ fn emulate(a: &EmulateArgs) -> Result<()> {
     // Both or neither: the certificates are committed together with the report.
     report_out.commit([])?;
     certs_out.commit([])
-}
-
-/// Whether two paths name one file, now or once created (same spelling
-/// after resolving the directory).
-fn same_file(a: &Path, b: &Path) -> bool {
-    let resolve = |p: &Path| {
-        let dir = match p.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        dir.canonicalize()
-            .ok()
-            .map(|d| d.join(p.file_name().unwrap_or_default()))
-    };
-    a == b || matches!((resolve(a), resolve(b)), (Some(x), Some(y)) if x == y)
 }
 
 fn show(a: &ShowArgs) -> Result<()> {

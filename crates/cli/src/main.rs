@@ -5,6 +5,7 @@ mod attest;
 mod encfs;
 mod fsio;
 mod layer_hash;
+mod policy;
 mod progress;
 mod summarize;
 
@@ -31,6 +32,9 @@ enum Command {
     #[command(subcommand)]
     Attest(attest::Command),
     Summarize(summarize::Args),
+    /// CCE policies for Confidential ACI, byte-identical to az confcom.
+    #[command(subcommand)]
+    Policy(policy::Command),
 }
 
 /// Reports a usage error the way clap does (with exit status 2) and exits.
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         Command::Encfs(command) => encfs::run(&command),
         Command::Attest(command) => attest::run(&command).map(|()| ExitCode::SUCCESS),
         Command::Summarize(args) => summarize::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Policy(command) => policy::run(&command),
     };
     result.unwrap_or_else(|e| failure(&e))
 }

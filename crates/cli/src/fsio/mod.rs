@@ -16,6 +16,6 @@ pub(crate) use self::{
     cleanup::{Created, commit_guard},
     input::shown,
     input::{open_input, open_tar, read_input},
-    output::{ExtractDir, Output, cannot_write_in, refuse_inside},
+    output::{ExtractDir, Output, cannot_write_in, refuse_inside, same_file},
     stdout::{StdoutError, stdout},
 };

@@ -264,3 +264,15 @@ pub(crate) fn refuse_inside(path: &Path, flag: &str, input: &Path, input_flag: &
     }
     Ok(())
 }
+
+/// Whether two paths name one file, now or once created (the same name in
+/// the same directory, after resolving the directory).
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
+    let resolve = |p: &Path| {
+        parent(p)
+            .canonicalize()
+            .ok()
+            .map(|d| d.join(p.file_name().unwrap_or_default()))
+    };
+    a == b || matches!((resolve(a), resolve(b)), (Some(x), Some(y)) if x == y)
+}

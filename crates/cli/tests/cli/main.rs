@@ -10,5 +10,6 @@ mod encfs_keys;
 mod layer_hash;
 mod layer_hash_ends;
 mod outputs;
+mod policy;
 mod summarize;
 mod summarize_limits;
