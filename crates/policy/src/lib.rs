@@ -12,4 +12,8 @@
 
 mod error;
 
+// --- check (policy-check branch) ---
+pub mod check;
+// --- end check ---
+
 pub use crate::error::Error;
