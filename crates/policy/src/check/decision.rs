@@ -148,6 +148,9 @@ pub enum Reason {
     FragmentSvnKindMismatch,
     /// The policy's switch for this request is off (the switch's name).
     SwitchOff(String),
+    /// The policy does not define the rule, its api version predates it,
+    /// and the guest's default for it denies.
+    DefaultDenied(super::request::Rule),
     /// Another reason of the framework, in its words.
     Other(String),
     /// The policy could not decide (it failed to evaluate, or its result
@@ -282,6 +285,10 @@ impl std::fmt::Display for Reason {
                     .map_or("not allowed by the policy", |(_, t)| t);
                 f.write_str(text)
             }
+            Reason::DefaultDenied(rule) => write!(
+                f,
+                "the policy does not define {rule} and the guest's default for its api version denies"
+            ),
             Reason::Other(text) => f.write_str(text),
             Reason::InvalidPolicy(error) => write!(f, "invalid policy: {error}"),
             fixed => {

@@ -207,7 +207,8 @@ impl Enforcer {
             Ok(info) => info,
             Err(e) => return deny(e),
         };
-        if result.is_empty() && available {
+        let undefined = result.is_empty();
+        if undefined && available {
             return deny(format!("rule for {rule} is missing from policy"));
         }
         let mut merged = defaults;
@@ -218,7 +219,11 @@ impl Enforcer {
             None => return deny("unable to find value for key 'allowed'".to_owned()),
         };
         if !allowed {
-            let mut d = Decision::deny(rule, self.reasons(rule, &input));
+            let mut reasons = self.reasons(rule, &input);
+            if undefined && reasons.is_empty() {
+                reasons.push(Reason::DefaultDenied(rule));
+            }
+            let mut d = Decision::deny(rule, reasons);
             d.result = merged;
             d.metadata = metadata;
             return d;
