@@ -4,6 +4,8 @@
 mod attest;
 mod encfs;
 mod layer_hash;
+// Temporary top-level `policy-check`; moves under `policy check` at merge.
+mod policy_check;
 mod summarize;
 
 use std::process::ExitCode;
@@ -29,6 +31,7 @@ enum Command {
     #[command(subcommand)]
     Attest(attest::Command),
     Summarize(summarize::Args),
+    PolicyCheck(policy_check::CheckArgs),
 }
 
 /// The bytes of `path`, or of standard input for `-`.
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Encfs(command) => encfs::run(&command),
         Command::Attest(command) => attest::run(&command).map(|()| ExitCode::SUCCESS),
         Command::Summarize(args) => summarize::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::PolicyCheck(args) => policy_check::run(&args),
     };
     match result {
         Ok(code) => code,

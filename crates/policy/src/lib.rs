@@ -7,6 +7,10 @@
 //! generates that policy from an ARM template and container images,
 //! byte-identical to `az confcom acipolicygen`, and checks container
 //! start-ups against it with regorus.
+//!
+//! [`check`] puts the guest agent's requests (mount a layer, create a
+//! container, exec a process...) to a policy as the utility VM would, and
+//! says what it allows and why not.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

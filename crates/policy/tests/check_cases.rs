@@ -6,81 +6,17 @@
 //! local registry. Both frameworks run in the same enforcer loop (the Go
 //! side, emulated), so any difference is a difference of the frameworks.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
-use std::path::PathBuf;
-use std::process::Command;
-
-use confsum_policy::check::{Decision, Enforcer, Framework};
-use support::cases::{Case, load_all, repo_root};
+use confsum_policy::check::{Decision, Enforcer};
+use support::cases::{Case, hcsshim_framework, load_all, repo_root};
 
 fn cases() -> Vec<Case> {
     let cases = load_all(&repo_root(env!("CARGO_MANIFEST_DIR")));
     assert!(cases.len() >= 40, "only {} sequences", cases.len());
     cases
-}
-
-/// `tests/aci` of the regorus package this workspace depends on.
-fn hcsshim_framework_dir() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let manifest = repo_root(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    // Only the host's packages: the others may not be downloaded.
-    let rustc = Command::new("rustc")
-        .arg("-vV")
-        .output()
-        .expect("rustc -vV runs");
-    let host = String::from_utf8_lossy(&rustc.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
-        .expect("rustc names its host");
-    let output = Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--filter-platform",
-            &host,
-            "--manifest-path",
-        ])
-        .arg(&manifest)
-        .output()
-        .expect("cargo metadata runs");
-    assert!(
-        output.status.success(),
-        "cargo metadata failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let metadata: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
-    let package = metadata["packages"]
-        .as_array()
-        .expect("packages")
-        .iter()
-        .find(|p| p["name"] == "regorus")
-        .expect("regorus is a dependency");
-    let manifest_path = PathBuf::from(package["manifest_path"].as_str().expect("manifest_path"));
-    let dir = manifest_path
-        .parent()
-        .expect("package dir")
-        .join("tests/aci");
-    assert!(
-        dir.join("framework.rego").is_file(),
-        "regorus {} does not ship tests/aci/framework.rego at {}",
-        package["version"],
-        dir.display()
-    );
-    dir
-}
-
-fn hcsshim_framework() -> Framework {
-    let dir = hcsshim_framework_dir();
-    let read = |name: &str| {
-        std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
-    };
-    Framework::from_modules([
-        ("framework.rego", read("framework.rego")),
-        ("api.rego", read("api.rego")),
-    ])
 }
 
 fn messages(d: &Decision) -> Vec<String> {
@@ -138,7 +74,7 @@ fn confsum_framework_decides_as_the_cases_say() {
 
 #[test]
 fn confsum_framework_agrees_with_hcsshim_framework() {
-    let theirs = hcsshim_framework();
+    let theirs = hcsshim_framework(&repo_root(env!("CARGO_MANIFEST_DIR")));
     let mut failures = Vec::new();
     let mut steps = 0;
     let cases = cases();

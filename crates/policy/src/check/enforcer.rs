@@ -223,6 +223,9 @@ impl Enforcer {
             if undefined && reasons.is_empty() {
                 reasons.push(Reason::DefaultDenied(rule));
             }
+            if reasons.is_empty() {
+                reasons.push(Reason::Other("the policy gave no reason".to_owned()));
+            }
             let mut d = Decision::deny(rule, reasons);
             d.result = merged;
             d.metadata = metadata;

@@ -19,6 +19,36 @@
 //! rule matches anywhere in `NAME=value`, any target is accepted, and
 //! signals need the policy's `signals`.
 //!
+//! ```
+//! use confsum_policy::check::{Enforcer, Reason, Sequence};
+//!
+//! // A policy in az confcom's shape, cut down to one container and one rule.
+//! let policy = r#"package policy
+//!
+//! api_version := "0.10.0"
+//! framework_version := "0.2.3"
+//!
+//! containers := [{"layers": ["16b514057a06ad665f92c02863aca074fd5976c755d26bff16365299169e8415"]}]
+//!
+//! mount_device := data.framework.mount_device
+//! reason := {"errors": data.framework.errors}
+//! "#;
+//! let mut enforcer = Enforcer::new(policy)?;
+//! let steps = Sequence::from_json(br#"[
+//!   {"rule": "mount_device", "input": {"target": "/run/mounts/scsi/m0",
+//!     "deviceHash": "16b514057a06ad665f92c02863aca074fd5976c755d26bff16365299169e8415"}},
+//!   {"rule": "mount_device", "input": {"target": "/run/mounts/scsi/m1",
+//!     "deviceHash": "0000000000000000000000000000000000000000000000000000000000000000"}}
+//! ]"#)?;
+//! let decisions = enforcer.run(&steps.steps);
+//! assert!(decisions[0].allowed);
+//! assert!(!decisions[1].allowed);
+//! assert_eq!(decisions[1].reasons, [Reason::DeviceHashNotFound]);
+//! // The guest remembers what is mounted where.
+//! assert!(enforcer.metadata()["devices"].get("/run/mounts/scsi/m0").is_some());
+//! # Ok::<(), confsum_policy::Error>(())
+//! ```
+//!
 //! Why regorus and not a hand-written checker: the policy is Rego, can
 //! override any rule, and its `host_data` pins its exact text, so the only
 //! faithful reading of it is a Rego interpreter.

@@ -13,13 +13,21 @@
 //! Policies: `vector:NAME` is `../shared/vectors/policy/NAME/expected.rego`,
 //! `vector:aci` the allow-all `../shared/vectors/aci/uvm_security_policy.base64`,
 //! anything else a path under `testdata/check/`.
-#![allow(dead_code, unreachable_pub)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use confsum_policy::check::{Capabilities, Request, Rule};
+use std::process::Command;
+
+use confsum_policy::check::{Capabilities, Framework, Request, Rule};
 use serde_json::{Map, Value};
 
 /// One sequence.
@@ -242,4 +250,68 @@ pub fn summary(cases: &[Case]) -> BTreeMap<String, usize> {
         *counts.entry(file).or_default() += 1;
     }
     counts
+}
+
+/// `tests/aci` of the regorus package this workspace depends on.
+pub fn hcsshim_framework_dir(repo: &Path) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let manifest = repo.join("Cargo.toml");
+    // Only the host's packages: the others may not be downloaded.
+    let rustc = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .expect("rustc -vV runs");
+    let host = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .expect("rustc names its host");
+    let output = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--filter-platform",
+            &host,
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        output.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
+    let package = metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .find(|p| p["name"] == "regorus")
+        .expect("regorus is a dependency");
+    let manifest_path = PathBuf::from(package["manifest_path"].as_str().expect("manifest_path"));
+    let dir = manifest_path
+        .parent()
+        .expect("package dir")
+        .join("tests/aci");
+    assert!(
+        dir.join("framework.rego").is_file(),
+        "regorus {} does not ship tests/aci/framework.rego at {}",
+        package["version"],
+        dir.display()
+    );
+    dir
+}
+
+/// hcsshim's framework and api modules, from the regorus package.
+pub fn hcsshim_framework(repo: &Path) -> Framework {
+    let dir = hcsshim_framework_dir(repo);
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    Framework::from_modules([
+        ("framework.rego", read("framework.rego")),
+        ("api.rego", read("api.rego")),
+    ])
 }
