@@ -148,9 +148,6 @@ fn print_decision(index: usize, request: &Request, decision: &Decision) {
     for reason in &decision.reasons {
         println!("            - {reason}");
     }
-    if !decision.allowed && decision.reasons.is_empty() {
-        println!("            - (the policy gave no reason)");
-    }
     if let (
         Some(kept),
         Request::CreateContainer(_) | Request::ExecInContainer(_) | Request::ExecExternal(_),

@@ -151,6 +151,9 @@ pub enum Reason {
     /// The policy does not define the rule, its api version predates it,
     /// and the guest's default for it denies.
     DefaultDenied(super::request::Rule),
+    /// The policy denied and gave no reason (hcsshim's framework gives none
+    /// for some denials, e.g. a switch that is off).
+    Unexplained,
     /// Another reason of the framework, in its words.
     Other(String),
     /// The policy could not decide (it failed to evaluate, or its result
@@ -289,6 +292,7 @@ impl std::fmt::Display for Reason {
                 f,
                 "the policy does not define {rule} and the guest's default for its api version denies"
             ),
+            Reason::Unexplained => f.write_str("the policy gave no reason"),
             Reason::Other(text) => f.write_str(text),
             Reason::InvalidPolicy(error) => write!(f, "invalid policy: {error}"),
             fixed => {

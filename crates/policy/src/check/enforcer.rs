@@ -130,7 +130,7 @@ impl Enforcer {
         enforcer.load_data();
         enforcer
             .engine
-            .eval_query("data.framework".to_owned(), false)
+            .eval_query("true".to_owned(), false)
             .map_err(|e| Error::Rego {
                 module: "policy.rego".to_owned(),
                 source: e.into(),
@@ -224,7 +224,7 @@ impl Enforcer {
                 reasons.push(Reason::DefaultDenied(rule));
             }
             if reasons.is_empty() {
-                reasons.push(Reason::Other("the policy gave no reason".to_owned()));
+                reasons.push(Reason::Unexplained);
             }
             let mut d = Decision::deny(rule, reasons);
             d.result = merged;
