@@ -6,6 +6,7 @@ mod encfs;
 mod fsio;
 mod layer_hash;
 mod policy;
+mod policy_check;
 mod progress;
 mod summarize;
 
@@ -54,6 +55,15 @@ fn main() -> ExitCode {
         Command::Policy(command) => policy::run(&command),
     };
     result.unwrap_or_else(|e| failure(&e))
+}
+
+/// Whether `e` is a failed write to standard output (see [`failure`]).
+fn stdout_failed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<fsio::StdoutError>())
+    })
 }
 
 /// The exit status for an error, after reporting it (or not: a reader

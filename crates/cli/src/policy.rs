@@ -30,6 +30,7 @@ pub(crate) enum Command {
     Hash(HashArgs),
     Diff(DiffArgs),
     Verify(VerifyArgs),
+    Check(crate::policy_check::CheckArgs),
 }
 
 /// Options shared by `generate` and `verify`.
@@ -214,6 +215,7 @@ pub(crate) fn run(command: &Command) -> Result<ExitCode> {
         Command::Hash(a) => run_hash(a),
         Command::Diff(a) => run_diff(a),
         Command::Verify(a) => run_verify(a),
+        Command::Check(a) => crate::policy_check::run(a),
     }
 }
 

@@ -38,6 +38,10 @@
 //! assert_eq!(host_data(text.as_bytes()).len(), 64);
 //! # Ok::<(), confsum_policy::Error>(())
 //! ```
+//!
+//! [`check`] puts the guest agent's requests (mount a layer, create a
+//! container, exec a process...) to a policy as the utility VM would, and
+//! says what it allows and why not.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -52,6 +56,9 @@ mod model;
 mod pyjson;
 mod sources;
 // --- end generation ---
+// --- check (policy-check branch) ---
+pub mod check;
+// --- end check ---
 
 pub use crate::error::Error;
 

@@ -11,5 +11,6 @@ mod layer_hash;
 mod layer_hash_ends;
 mod outputs;
 mod policy;
+mod policy_check;
 mod summarize;
 mod summarize_limits;
