@@ -367,7 +367,9 @@ pub fn unwrap_key(
     let split = private.key.size();
     let (rsa_part, wrapped) = ciphertext.split_at_checked(split).ok_or(Error::Unwrap)?;
     let kek = oaep_decrypt(private, algorithm, rsa_part)?;
-    let mut out = Zeroizing::new(vec![0u8; wrapped.len()]);
+    // RFC 5649 output is the input less its 8-byte integrity block.
+    let out_len = wrapped.len().checked_sub(8).ok_or(Error::Unwrap)?;
+    let mut out = Zeroizing::new(vec![0u8; out_len]);
     let len = match kek.len() {
         16 => aes_kw::KekAes128::try_from(kek.as_slice())
             .map_err(|_| Error::Unwrap)?
