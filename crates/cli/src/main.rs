@@ -4,6 +4,7 @@
 mod attest;
 mod encfs;
 mod layer_hash;
+mod skr;
 mod summarize;
 
 use std::process::ExitCode;
@@ -29,6 +30,9 @@ enum Command {
     #[command(subcommand)]
     Attest(attest::Command),
     Summarize(summarize::Args),
+    /// Secure key release: release policies and the key broker's audit log.
+    #[command(subcommand)]
+    Skr(skr::Command),
 }
 
 /// The bytes of `path`, or of standard input for `-`.
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Command::Encfs(command) => encfs::run(&command),
         Command::Attest(command) => attest::run(&command).map(|()| ExitCode::SUCCESS),
         Command::Summarize(args) => summarize::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Skr(command) => skr::run(&command),
     };
     match result {
         Ok(code) => code,

@@ -82,7 +82,7 @@ pub use crate::{
         Condition, Decision, Denial, FailureKind, MAX_POLICY_DEPTH, Operator, POLICY_CONTENT_TYPE,
         PolicyVersion, ReleasePolicy, authority_matches,
     },
-    store::MasterKey,
+    store::{MasterKey, verify_audit_db},
     wire::{
         ErrorBody, ErrorResponse, ImportAttributes, ImportKeyRequest, KeyAttributes, KeyBundle,
         KeyHsm, KeyHsmHeader, PayloadRequest, PayloadResponse, PublicJwk, ReleasePayload,

@@ -375,3 +375,52 @@ impl Write<'_> {
         self.txn.commit().map_err(Error::storage)
     }
 }
+
+/// Verifies the audit log inside a broker database at `path` (the broker
+/// must not be running: the database is locked while it is open). With
+/// the master key, every MAC and the head's MAC are checked too; without
+/// it, the chain and the head's count and hash only.
+///
+/// # Errors
+///
+/// [`Error::Storage`] if the database cannot be opened,
+/// [`Error::MasterKey`] if `master` is not this database's key,
+/// [`Error::AuditBroken`] at the first bad record.
+pub fn verify_audit_db(
+    path: &Path,
+    master: Option<&MasterKey>,
+) -> Result<crate::audit::AuditReport, Error> {
+    // Opening would create a missing database.
+    std::fs::metadata(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let store;
+    let key;
+    let (entries, head) = match master {
+        Some(master) => {
+            store = Store::open(path, master)?;
+            key = Some(store.audit_key.clone());
+            store.audit_entries()?
+        }
+        None => {
+            key = None;
+            let db = Database::open(path).map_err(Error::storage)?;
+            let txn = db.begin_read().map_err(Error::storage)?;
+            let table = txn.open_table(AUDIT).map_err(Error::storage)?;
+            let mut entries = Vec::new();
+            for item in table.iter().map_err(Error::storage)? {
+                let (_, v) = item.map_err(Error::storage)?;
+                entries.push(v.value().to_vec());
+            }
+            let meta = txn.open_table(META).map_err(Error::storage)?;
+            let head = meta
+                .get("audit_head")
+                .map_err(Error::storage)?
+                .ok_or_else(|| Error::storage("audit head missing"))?;
+            let head: AuditHead = serde_json::from_slice(head.value()).map_err(Error::storage)?;
+            (entries, head)
+        }
+    };
+    crate::audit::verify_entries(entries.iter().map(Vec::as_slice), Some(&head), key.as_ref())
+}
