@@ -329,11 +329,11 @@ impl ReleaseVerifier {
     /// # Errors
     ///
     /// [`Error::BadKey`] if a CA certificate does not parse.
-    pub fn new(trusted_ca_der: &[Vec<u8>], endpoint: &str) -> Result<Self, Error> {
+    pub fn new<C: AsRef<[u8]>>(trusted_ca_der: &[C], endpoint: &str) -> Result<Self, Error> {
         let anchors = trusted_ca_der
             .iter()
             .map(|der| {
-                webpki::anchor_from_trusted_cert(&CertificateDer::from(der.as_slice()))
+                webpki::anchor_from_trusted_cert(&CertificateDer::from(der.as_ref()))
                     .map(|a| a.to_owned())
                     .map_err(|_| Error::BadKey(KeyProblem::Encoding("CA certificate")))
             })

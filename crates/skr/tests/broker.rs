@@ -1,6 +1,7 @@
 //! The broker core end to end, in process: tokens from confsum-attest's
 //! issuer, import, release, the signed response checked as the sidecar
 //! checks it, denials, admin auth, restarts, tampering, concurrency.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -161,7 +162,7 @@ impl Fixture {
     }
 
     fn verifier(&self) -> ReleaseVerifier {
-        ReleaseVerifier::new(&[self.ca.cert_der.clone()], ENDPOINT).unwrap()
+        ReleaseVerifier::new(&[&self.ca.cert_der], ENDPOINT).unwrap()
     }
 }
 
@@ -227,11 +228,11 @@ fn release_is_checked_as_the_sidecar_checks_it() {
 
     // The endpoint as configured: host, host:port, IP; not another name.
     for endpoint in ["localhost", ENDPOINT, "127.0.0.1"] {
-        let v = ReleaseVerifier::new(&[f.ca.cert_der.clone()], endpoint).unwrap();
+        let v = ReleaseVerifier::new(&[&f.ca.cert_der], endpoint).unwrap();
         v.verify(&jws, now()).unwrap();
     }
     for endpoint in ["other.example", "localhost:9999"] {
-        let v = ReleaseVerifier::new(&[f.ca.cert_der.clone()], endpoint).unwrap();
+        let v = ReleaseVerifier::new(&[&f.ca.cert_der], endpoint).unwrap();
         assert!(matches!(
             v.verify(&jws, now()),
             Err(Error::Jws(confsum_skr::JwsProblem::WrongName(_)))

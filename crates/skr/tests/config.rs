@@ -1,5 +1,6 @@
 //! `importkeyconfig.json` and `encfs-sidecar-args.json` against the recipe's
 //! own files (../shared/vectors/aci/, from confidential-sidecar-containers).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use base64::Engine as _;
 use confsum_skr::{ClaimCondition, Error, ImportKeyConfig, Secret, SidecarArgs};

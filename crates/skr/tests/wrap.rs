@@ -4,6 +4,7 @@
 //!
 //! The oracle tests need `python3` with `cryptography`; set
 //! `CONFSUM_SKIP_REAL_TOOLS=1` to skip them where it is missing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
