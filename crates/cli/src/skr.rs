@@ -66,7 +66,9 @@ pub(crate) struct PolicyArgs {
 ///
 /// Without --jwks the token's signature, issuer and expiry are NOT
 /// verified: the answer only says what the policy would decide if the
-/// token is genuine. With --jwks the token is verified first.
+/// token is genuine. With --jwks the token is verified first, and the
+/// policy then sees the claims confsum-attest reads from it (MAA's
+/// SevSnpVM claims; others are dropped).
 ///
 /// Exit status: 0 if the policy releases the key, 3 if it refuses, 1 on
 /// errors (unreadable files, a token that fails verification).

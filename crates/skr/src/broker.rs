@@ -398,9 +398,10 @@ impl Broker {
         )
     }
 
-    /// `PUT /keys/{name}`: imports a key with its release policy, as a new
-    /// version when the name exists. `authorization` is the request's
-    /// `Authorization` header.
+    /// `PUT /keys/{name}`: imports a key with its release policy. When the
+    /// name exists the import is a new version that replaces the old one
+    /// (older versions are not kept). `authorization` is the request's
+    /// `Authorization` header; a refused one is audited.
     ///
     /// # Errors
     ///

@@ -82,8 +82,15 @@ impl MasterKey {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(path).map_err(io)?;
         let text = Zeroizing::new(format!("{}\n", hex::encode(key.0.as_ref())));
-        file.write_all(text.as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
+        if let Err(err) = file
+            .write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+        {
+            // Never leave half a key behind.
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(io(err));
+        }
         Ok(key)
     }
 
