@@ -8,6 +8,7 @@ mod layer_hash;
 mod policy;
 mod policy_check;
 mod progress;
+mod skr;
 mod summarize;
 
 use std::process::ExitCode;
@@ -36,6 +37,9 @@ enum Command {
     /// CCE policies for Confidential ACI, byte-identical to az confcom.
     #[command(subcommand)]
     Policy(policy::Command),
+    /// Secure key release: release policies and the key broker's audit log.
+    #[command(subcommand)]
+    Skr(skr::Command),
 }
 
 /// Reports a usage error the way clap does (with exit status 2) and exits.
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Command::Attest(command) => attest::run(&command).map(|()| ExitCode::SUCCESS),
         Command::Summarize(args) => summarize::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Policy(command) => policy::run(&command),
+        Command::Skr(command) => skr::run(&command),
     };
     result.unwrap_or_else(|e| failure(&e))
 }

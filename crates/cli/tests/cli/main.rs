@@ -12,5 +12,6 @@ mod layer_hash_ends;
 mod outputs;
 mod policy;
 mod policy_check;
+mod skr;
 mod summarize;
 mod summarize_limits;
