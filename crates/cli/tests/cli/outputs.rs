@@ -119,6 +119,29 @@ impl Printing {
                 at(confsum().args(["encfs", "cat", "x.img", "/a.txt", "-k", "x.key"])),
             ),
             ("encfs dump", at(confsum().args(["encfs", "dump", "x.img"]))),
+            (
+                "policy hash",
+                at(confsum()
+                    .args(["policy", "hash"])
+                    .arg(vectors("policy/extras/expected.rego"))),
+            ),
+            (
+                "policy show",
+                at(confsum()
+                    .args(["policy", "show"])
+                    .arg(vectors("policy/extras/expected.rego"))),
+            ),
+            (
+                "skr policy",
+                at(confsum().args([
+                    "skr",
+                    "policy",
+                    "--host-data",
+                    &"ab".repeat(32),
+                    "--authority",
+                    "attest.example",
+                ])),
+            ),
         ]
     }
 }
@@ -189,6 +212,20 @@ fn sealed(d: &Path) {
             .run()
             .success();
     }
+}
+
+/// The policy vectors' image as a docker archive (the shared mkimage.py).
+fn oracle_archive(out: &Path) {
+    let shared = confsum_testkit::shared_vectors().join("..");
+    Cmd::new("python3")
+        .arg(shared.join("tools/mkimage.py"))
+        .arg(out)
+        .arg("confsum/oracle:v1")
+        .arg(vectors("policy/image-config.json"))
+        .args(["single-file", "links", "whiteouts"].map(|l| vectors(&format!("layers/{l}.tar"))))
+        .args(["--format", "oci"])
+        .run()
+        .success();
 }
 
 fn writers() -> Vec<Writer> {
@@ -271,6 +308,44 @@ fn writers() -> Vec<Writer> {
             setup: |_| {},
             out: ("report.bin", false),
         },
+        Writer {
+            what: "skr policy --out",
+            make: |d, out| {
+                confsum().current_dir(d).args([
+                    "skr",
+                    "policy",
+                    "--host-data",
+                    &"ab".repeat(32),
+                    "--authority",
+                    "attest.example",
+                    "--out",
+                    out,
+                ])
+            },
+            setup: |_| {},
+            out: ("release-policy.json", false),
+        },
+        Writer {
+            what: "policy generate --out",
+            make: |d, out| {
+                confsum()
+                    .current_dir(d)
+                    .env("XDG_CACHE_HOME", d.join("cache"))
+                    .args(["policy", "generate", "--template", "template.json"])
+                    .args(["--image", "confsum/oracle:v1=oracle.tar", "--offline"])
+                    .args(["--out", out])
+            },
+            setup: |d| {
+                fs::copy(
+                    vectors("policy/basic/template.json"),
+                    d.join("template.json"),
+                )
+                .unwrap();
+                oracle_archive(&d.join("oracle.tar"));
+                fs::create_dir(d.join("cache")).unwrap();
+            },
+            out: ("deploy.json", false),
+        },
     ]
 }
 
@@ -336,7 +411,10 @@ fn an_unwritable_output_directory_fails_cleanly() {
             run.stderr_str()
         );
         let stderr = run.stderr_str();
-        let errors = stderr.lines().filter(|l| l.starts_with("confsum:")).count();
+        let errors = stderr
+            .lines()
+            .filter(|l| l.starts_with("confsum:") && !l.starts_with("confsum: warning:"))
+            .count();
         assert_eq!(errors, 1, "{}: {stderr}", w.what);
         assert!(
             stderr.contains(&out),
