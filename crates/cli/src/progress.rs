@@ -47,3 +47,18 @@ pub(crate) fn spinner(message: &str, disabled: bool) -> ProgressBar {
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
 }
+
+/// A bar for `len` steps of one kind (chunks, documents), with a message
+/// that may change between rounds.
+pub(crate) fn steps(len: u64, message: &str, disabled: bool) -> ProgressBar {
+    if !shown(disabled) {
+        return ProgressBar::hidden();
+    }
+    let bar = styled(
+        ProgressBar::new(len),
+        "{spinner} {msg} {pos}/{len} {elapsed} eta {eta}",
+    );
+    bar.set_message(message.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}

@@ -86,6 +86,10 @@ pub(crate) struct Args {
     /// (without the decoder start token).
     #[arg(long)]
     ids: bool,
+
+    /// Show no progress on standard error (it shows only at a terminal).
+    #[arg(long)]
+    no_progress: bool,
 }
 
 pub(crate) fn run(args: &Args) -> Result<()> {
@@ -104,8 +108,10 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         options.precision = Precision::Int8;
     }
     options.chunking = args.chunk;
+    let loading = crate::progress::spinner("loading the model", args.no_progress);
     let mut summarizer = Summarizer::load(&dir, &options)
         .with_context(|| format!("cannot load checkpoint {}", dir.display()))?;
+    loading.finish_and_clear();
 
     let config = summarizer.generation_config_mut();
     if let Some(n) = args.beams {
@@ -131,7 +137,18 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         config.no_repeat_ngram_size = n as usize;
     }
 
-    let summary = summarizer.summarize(&text).map_err(|e| match e {
+    let bar = crate::progress::steps(0, "summarizing", args.no_progress);
+    let summary = summarizer.summarize_with_progress(&text, &mut |at| {
+        bar.set_message(if at.round == 1 {
+            "summarizing chunks".to_owned()
+        } else {
+            format!("round {}: summarizing summaries", at.round)
+        });
+        bar.set_length(at.chunks as u64);
+        bar.set_position(at.done as u64);
+    });
+    bar.finish_and_clear();
+    let summary = summary.map_err(|e| match e {
         confsum_summarize::Error::InputTooLong { .. }
         | confsum_summarize::Error::InputTooLongPrefix { .. } => {
             anyhow::anyhow!("{e} (pass --chunk)")
