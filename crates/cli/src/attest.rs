@@ -248,7 +248,10 @@ fn serve(a: &ServeArgs) -> Result<()> {
 fn emulate(a: &EmulateArgs) -> Result<()> {
     eprintln!("{INSECURE_WARNING}");
     if crate::fsio::same_file(&a.out_report, &a.out_certs) {
-        crate::usage_error("--out-report and --out-certs name the same file");
+        crate::usage_error(
+            &["attest", "emulate"],
+            "--out-report and --out-certs name the same file",
+        );
     }
     let report_out = Output::create(&a.out_report, "--out-report", a.force)?;
     let certs_out = Output::create(&a.out_certs, "--out-certs", a.force)?;

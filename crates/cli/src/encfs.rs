@@ -335,7 +335,10 @@ fn kdf(name: KdfName, cost: &KdfCost) -> Kdf {
 /// `layer-hash` reads layers.
 fn create(a: &CreateArgs) -> Result<()> {
     if ![512, 1024, 2048, 4096].contains(&a.sector_size) {
-        crate::usage_error("--sector-size must be 512, 1024, 2048 or 4096");
+        crate::usage_error(
+            &["encfs", "create"],
+            "--sector-size must be 512, 1024, 2048 or 4096",
+        );
     }
     if let Some(dir) = &a.from {
         if !dir.is_dir() {

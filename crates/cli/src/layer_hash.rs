@@ -50,7 +50,7 @@ pub(crate) struct Args {
 
 pub(crate) fn run(args: &Args) -> Result<ExitCode> {
     if args.image_out.is_some() && args.files.len() != 1 {
-        crate::usage_error("--image-out takes exactly one input");
+        crate::usage_error(&["layer-hash"], "--image-out takes exactly one input");
     }
     let mut options = Options::default();
     if args.clean_paths {

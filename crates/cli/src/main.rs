@@ -42,10 +42,18 @@ enum Command {
     Skr(skr::Command),
 }
 
-/// Reports a usage error the way clap does (with exit status 2) and exits.
-fn usage_error(message: &str) -> ! {
-    Cli::command()
-        .error(clap::error::ErrorKind::ArgumentConflict, message)
+/// Reports a usage error the way clap does (exit status 2), with the usage
+/// of the subcommand at `path` (such as `["encfs", "create"]`), and exits.
+fn usage_error(path: &[&str], message: &str) -> ! {
+    let mut cmd = Cli::command();
+    cmd.build();
+    for name in path {
+        match cmd.find_subcommand(name) {
+            Some(sub) => cmd = sub.clone(),
+            None => break,
+        }
+    }
+    cmd.error(clap::error::ErrorKind::ArgumentConflict, message)
         .exit()
 }
 

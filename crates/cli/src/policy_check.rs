@@ -75,7 +75,10 @@ pub(crate) fn run(args: &CheckArgs) -> Result<ExitCode> {
 
 fn check(args: &CheckArgs) -> Result<bool> {
     if args.policy.as_os_str() == "-" && args.input.as_os_str() == "-" {
-        crate::usage_error("POLICY and --input cannot both be standard input");
+        crate::usage_error(
+            &["policy", "check"],
+            "POLICY and --input cannot both be standard input",
+        );
     }
     let document = crate::fsio::read_input(&args.policy)?;
     let policy = decode_policy(&document)

@@ -159,3 +159,34 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--image-out takes exactly one input"));
 }
+
+#[test]
+fn a_usage_error_found_after_parsing_shows_the_subcommands_usage() {
+    for (args, usage) in [
+        (
+            &["layer-hash", "--image-out", "x.img", "a.tar", "b.tar"][..],
+            "Usage: confsum layer-hash ",
+        ),
+        (
+            &[
+                "encfs",
+                "create",
+                "--out",
+                "x.img",
+                "-k",
+                "x.key",
+                "--sector-size",
+                "7",
+            ][..],
+            "Usage: confsum encfs create ",
+        ),
+    ] {
+        let run = common::confsum().args(args).run();
+        assert_eq!(run.status.code(), Some(2), "{args:?}");
+        assert!(
+            run.stderr_str().contains(usage),
+            "{args:?}: {}",
+            run.stderr_str()
+        );
+    }
+}
