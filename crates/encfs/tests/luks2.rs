@@ -568,6 +568,9 @@ fn damaged_headers() {
         matches!(err, Error::BadHeader("image ends inside its header")),
         "{err}"
     );
+    // A short text file is not a cut image: it never started as one.
+    let err = Luks2::read(Cursor::new(b"hello\n")).unwrap_err();
+    assert!(matches!(err, Error::BadHeader("no LUKS2 header")), "{err}");
     let err = Luks2::read(Cursor::new(&area[..MIB as usize])).unwrap_err();
     assert!(
         matches!(

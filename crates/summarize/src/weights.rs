@@ -57,7 +57,11 @@ impl Weights {
             },
             _ => Error::io(path, e),
         })?;
-        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        if !meta.is_file() {
+            return Err(bad("not a regular file"));
+        }
+        let file_len = meta.len();
         let mut n = [0u8; 8];
         file.read_exact_at(&mut n, 0)
             .map_err(|_| bad(format!("file is {file_len} bytes, too short for a header")))?;

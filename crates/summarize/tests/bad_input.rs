@@ -420,3 +420,16 @@ fn flipped_header_bytes_never_panic() {
         assert!(result.is_ok(), "flip at byte {pos} panicked");
     }
 }
+
+#[test]
+fn a_directory_as_model_safetensors_says_it_is_not_a_file() {
+    let tmp = copy("bart");
+    let path = tmp.path().join("model.safetensors");
+    fs::remove_file(&path).unwrap();
+    fs::create_dir(&path).unwrap();
+    let e = load_err(tmp.path());
+    assert!(
+        e.to_string().contains("not a regular file"),
+        "{e}: should not speak of a short header"
+    );
+}

@@ -285,10 +285,14 @@ fn no_header<R: Read + Seek>(
     // A LUKS1 header has the same magic and version 1.
     let mut start = [0; 8];
     r.seek(SeekFrom::Start(0))?;
-    if r.read_exact(&mut start).is_ok() && start == *b"LUKS\xba\xbe\x00\x01" {
+    let whole = r.read_exact(&mut start).is_ok();
+    if whole && start == *b"LUKS\xba\xbe\x00\x01" {
         return Ok(Error::Unsupported("LUKS1 header".to_owned()));
     }
+    // A short file that does not even start like LUKS is not a cut image.
+    let magic = whole && start.starts_with(MAGIC_1ST);
     Ok(match (primary, secondary) {
+        (CopyState::Short, _) if !magic => Error::BadHeader("no LUKS2 header"),
         (CopyState::BadJson(e, _), _) | (_, CopyState::BadJson(e, _)) => e,
         (CopyState::Short, _) | (_, CopyState::Short) => {
             Error::BadHeader("image ends inside its header")
