@@ -32,7 +32,7 @@ pub enum Error {
     },
 
     /// An entry name is absolute or climbs out of the root with `..`.
-    #[error("unsafe path {entry:?}: absolute paths and '..' are refused (see PathPolicy::Clean)")]
+    #[error("unsafe path {entry:?}: absolute paths and '..' are refused")]
     UnsafePath {
         /// The entry's path.
         entry: String,
