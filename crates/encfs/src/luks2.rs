@@ -15,26 +15,6 @@
 //! read or allocated, and a bad header is an error, never a panic. The
 //! checks repeat cryptsetup's (see the `header` and `json` submodules), so
 //! a header accepted here is one cryptsetup accepts.
-//!
-//! ```
-//! use std::io::Cursor;
-//! use confsum_encfs::{FormatOptions, Kdf, Luks2, SectorCipher, VolumeKey};
-//!
-//! let key = VolumeKey::generate(64)?;
-//! let opts = FormatOptions { kdf: Kdf::Pbkdf2 { iterations: 1000 }, ..FormatOptions::recipe() };
-//! let (luks, mut image) = Luks2::format(&key, b"passphrase", &opts)?;
-//! assert_eq!(image.len() as u64, luks.data_offset());
-//!
-//! // One data sector after the header.
-//! let mut sector = vec![0x42; luks.sector_size()];
-//! SectorCipher::new(&key, luks.sector_size(), luks.iv_tweak())?.encrypt(0, &mut sector)?;
-//! image.extend_from_slice(&sector);
-//!
-//! let read = Luks2::read(Cursor::new(&image))?;
-//! let (slot, unlocked) = read.unlock(Cursor::new(&image), b"passphrase")?;
-//! assert_eq!((slot, unlocked.expose()), (0, key.expose()));
-//! # Ok::<(), confsum_encfs::Error>(())
-//! ```
 
 mod digest;
 mod header;
@@ -177,6 +157,26 @@ struct SegmentInfo {
 
 /// A parsed LUKS2 header: the binary header and JSON metadata in use, and
 /// what is needed to write both copies back.
+///
+/// ```
+/// use std::io::Cursor;
+/// use confsum_encfs::{FormatOptions, Kdf, Luks2, SectorCipher, VolumeKey};
+///
+/// let key = VolumeKey::generate(64)?;
+/// let opts = FormatOptions { kdf: Kdf::Pbkdf2 { iterations: 1000 }, ..FormatOptions::recipe() };
+/// let (luks, mut image) = Luks2::format(&key, b"passphrase", &opts)?;
+/// assert_eq!(image.len() as u64, luks.data_offset());
+///
+/// // One data sector after the header.
+/// let mut sector = vec![0x42; luks.sector_size()];
+/// SectorCipher::new(&key, luks.sector_size(), luks.iv_tweak())?.encrypt(0, &mut sector)?;
+/// image.extend_from_slice(&sector);
+///
+/// let read = Luks2::read(Cursor::new(&image))?;
+/// let (slot, unlocked) = read.unlock(Cursor::new(&image), b"passphrase")?;
+/// assert_eq!((slot, unlocked.expose()), (0, key.expose()));
+/// # Ok::<(), confsum_encfs::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Luks2 {
     bin: BinHeader,
