@@ -116,8 +116,6 @@ pub enum Error {
     // --- end check ---
 }
 
-// --- generation (branch `policy`) ---
-
 /// Which JSON document failed to parse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -399,4 +397,3 @@ pub enum CredentialsError {
     #[error("not valid JSON")]
     NotJson,
 }
-// --- end generation ---

@@ -45,27 +45,21 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod error;
-
-// --- generation (branch `policy`) ---
 mod arm;
 mod diff;
+mod error;
 mod generate;
 mod image;
 mod model;
 mod pyjson;
 mod sources;
-// --- end generation ---
-// --- check (policy-check branch) ---
+// Its own namespace: requests have types (Mount, Capabilities) that
+// differ from the policy model's of the same name.
 pub mod check;
-// --- end check ---
 
-pub use crate::error::Error;
-
-// --- generation (branch `policy`) ---
 pub use crate::arm::ArmEval;
 pub use crate::diff::{Change, diff};
-pub use crate::error::{CredentialsError, Document, ImageError, PolicyError, TemplateError};
+pub use crate::error::{CredentialsError, Document, Error, ImageError, PolicyError, TemplateError};
 pub use crate::generate::{GenerateOptions, GroupSpec, ImageFacts, Template, Warning};
 pub use crate::image::cache::LayerCache;
 pub use crate::image::hash::{Progress, ProgressEvent, layer_hashes};
@@ -77,4 +71,3 @@ pub use crate::model::{
     Fragment, IdName, Mount, Policy, Switches, User, host_data,
 };
 pub use crate::sources::{Generated, GeneratedGroup, ImageSources, generate, read_policy_input};
-// --- end generation ---
