@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod attest;
+mod deploy;
 mod encfs;
 mod fsio;
 mod layer_hash;
@@ -40,6 +41,9 @@ enum Command {
     /// Secure key release: release policies and the key broker's audit log.
     #[command(subcommand)]
     Skr(skr::Command),
+    /// Deployment files for Azure Confidential Container Instances.
+    #[command(subcommand)]
+    Deploy(deploy::Command),
 }
 
 /// Reports a usage error the way clap does (with exit status 2) and exits.
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Command::Summarize(args) => summarize::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Policy(command) => policy::run(&command),
         Command::Skr(command) => skr::run(&command),
+        Command::Deploy(command) => deploy::run(&command),
     };
     result.unwrap_or_else(|e| failure(&e))
 }

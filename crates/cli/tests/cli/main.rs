@@ -5,6 +5,7 @@
 mod attest;
 mod attest_serve;
 mod common;
+mod deploy;
 mod encfs;
 mod encfs_keys;
 mod layer_hash;
