@@ -19,7 +19,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 /// Confidential summarization on Azure Confidential Containers, without root,
 /// Docker or device-mapper.
 #[derive(Debug, Parser)]
-#[command(name = "confsum", version, propagate_version = true)]
+#[command(name = "confsum", version = env!("CONFSUM_VERSION"), propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -16,3 +16,4 @@ mod policy_check;
 mod skr;
 mod summarize;
 mod summarize_limits;
+mod version;
