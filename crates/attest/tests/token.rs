@@ -7,8 +7,6 @@
 //! `CONFSUM_SKIP_REAL_TOOLS=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -984,47 +982,19 @@ fn maa_request_and_response_bodies() {
     );
 }
 
-/// `python3` with PyJWT and cryptography, or `None` when the real tools are
-/// to be skipped.
+/// `python3` with PyJWT and cryptography, or `None` when it is missing and
+/// `CONFSUM_SKIP_REAL_TOOLS=1`.
 fn python() -> Option<()> {
-    let ok = Command::new("python3")
-        .args(["-c", "import jwt, cryptography"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(());
-    }
-    if std::env::var("CONFSUM_SKIP_REAL_TOOLS").as_deref() == Ok("1") {
-        eprintln!("skipping: python3 with pyjwt and cryptography not found");
-        return None;
-    }
-    panic!(
-        "python3 with pyjwt and cryptography is needed (pip install pyjwt cryptography), \
-         or set CONFSUM_SKIP_REAL_TOOLS=1"
-    );
+    confsum_testkit::python_with(&["jwt", "cryptography"], "pyjwt cryptography").map(drop)
 }
 
 fn run_python(script: &str, input: &str) -> String {
-    let mut child = Command::new("python3")
+    confsum_testkit::Cmd::new("python3")
         .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+        .stdin(input)
+        .run()
+        .success()
+        .stdout_str()
 }
 
 #[test]

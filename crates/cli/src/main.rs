@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod attest;
+mod deploy;
 mod encfs;
 mod fsio;
 mod layer_hash;
@@ -18,7 +19,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 /// Confidential summarization on Azure Confidential Containers, without root,
 /// Docker or device-mapper.
 #[derive(Debug, Parser)]
-#[command(name = "confsum", version, propagate_version = true)]
+#[command(name = "confsum", version = env!("CONFSUM_VERSION"), propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,6 +41,9 @@ enum Command {
     /// Secure key release: release policies and the key broker's audit log.
     #[command(subcommand)]
     Skr(skr::Command),
+    /// Deployment files for Azure Confidential Container Instances.
+    #[command(subcommand)]
+    Deploy(deploy::Command),
 }
 
 /// Reports a usage error the way clap does (exit status 2), with the usage
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         Command::Summarize(args) => summarize::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Policy(command) => policy::run(&command),
         Command::Skr(command) => skr::run(&command),
+        Command::Deploy(command) => deploy::run(&command),
     };
     result.unwrap_or_else(|e| failure(&e))
 }

@@ -44,25 +44,8 @@ pub(crate) struct Input {
     #[arg(long, short = 'p', value_name = "FILE")]
     parameters: Option<PathBuf>,
 
-    /// Read image REF from PATH: a `docker save` archive (legacy or Docker 25
-    /// layout) or an OCI image layout (directory or tar). A bare PATH serves
-    /// every image the other --image options do not name. Repeatable.
-    #[arg(long = "image", value_name = "REF=PATH")]
-    images: Vec<String>,
-
-    /// Never pull from registries: every image needs an --image.
-    #[arg(long)]
-    offline: bool,
-
-    /// Reach this registry host (`host` or `host:port`) over plain HTTP.
-    /// Repeatable.
-    #[arg(long = "insecure-registry", value_name = "HOST")]
-    insecure_registries: Vec<String>,
-
-    /// Docker config file with registry credentials (`auths`); default
-    /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
-    #[arg(long, value_name = "FILE")]
-    docker_config: Option<PathBuf>,
+    #[command(flatten)]
+    images: ImageArgs,
 
     /// Allow stack dumps, runtime logging and `/bin/sh`/`/bin/bash` exec.
     #[arg(long)]
@@ -95,6 +78,31 @@ pub(crate) struct Input {
     /// concat() and format() and rejects other functions.
     #[arg(long, value_name = "MODE", default_value = "confcom")]
     arm_eval: ArmEvalArg,
+}
+
+/// Where the images come from, and how their layers are hashed: shared by
+/// `policy generate`, `policy verify` and `deploy azure`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ImageArgs {
+    /// Read image REF from PATH: a `docker save` archive (legacy or Docker 25
+    /// layout) or an OCI image layout (directory or tar). A bare PATH serves
+    /// every image the other --image options do not name. Repeatable.
+    #[arg(long = "image", value_name = "REF=PATH")]
+    images: Vec<String>,
+
+    /// Never pull from registries: every image needs an --image.
+    #[arg(long)]
+    offline: bool,
+
+    /// Reach this registry host (`host` or `host:port`) over plain HTTP.
+    /// Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure_registries: Vec<String>,
+
+    /// Docker config file with registry credentials (`auths`); default
+    /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
+    #[arg(long, value_name = "FILE")]
+    docker_config: Option<PathBuf>,
 
     /// Cache layer root hashes here (default
     /// `$XDG_CACHE_HOME/confsum/layers` or `~/.cache/confsum/layers`).
@@ -247,7 +255,7 @@ fn load_template(input: &Input) -> Result<Template> {
     Ok(template)
 }
 
-fn sources(input: &Input) -> Result<ImageSources> {
+fn sources(input: &ImageArgs) -> Result<ImageSources> {
     let mut s = ImageSources::new();
     for spec in &input.images {
         match spec.split_once('=') {
@@ -264,7 +272,7 @@ fn sources(input: &Input) -> Result<ImageSources> {
     Ok(s)
 }
 
-fn cache(input: &Input) -> LayerCache {
+fn cache(input: &ImageArgs) -> LayerCache {
     if input.no_cache {
         return LayerCache::disabled();
     }
@@ -296,10 +304,21 @@ fn progress(disabled: bool) -> (Option<Progress>, Option<ProgressBar>) {
 
 fn run_generator(input: &Input) -> Result<(Template, Generated)> {
     let template = load_template(input)?;
-    let sources = sources(input)?;
-    let cache = cache(input);
-    let (cb, bar) = progress(input.no_progress);
-    let result = generate(&template, &sources, &options(input), &cache, cb.as_ref());
+    let generated = generate_policies(&template, &input.images, &options(input))?;
+    Ok((template, generated))
+}
+
+/// The policies of `template`'s groups from these images, with a progress
+/// bar on a terminal; warnings a user must see go to stderr.
+pub(crate) fn generate_policies(
+    template: &Template,
+    images: &ImageArgs,
+    options: &GenerateOptions,
+) -> Result<Generated> {
+    let sources = sources(images)?;
+    let cache = cache(images);
+    let (cb, bar) = progress(images.no_progress);
+    let result = generate(template, &sources, options, &cache, cb.as_ref());
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -312,7 +331,7 @@ fn run_generator(input: &Input) -> Result<(Template, Generated)> {
             eprintln!("confsum: warning: {w}");
         }
     }
-    Ok((template, generated))
+    Ok(generated)
 }
 
 fn run_generate(args: &GenerateArgs) -> Result<ExitCode> {

@@ -11,16 +11,13 @@
     reason = "test helpers fail the test by panicking"
 )]
 
-mod common;
-
 use std::fs;
 use std::io::{Cursor, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{run, run_ok};
-
 use confsum_encfs::{Error, FormatOptions, Kdf, KeyslotPriority, Luks2, SectorCipher, VolumeKey};
+use confsum_testkit::{det_bytes, run, run_ok};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
@@ -35,11 +32,11 @@ const ARGON2ID: Kdf = Kdf::Argon2id {
 };
 
 fn cryptsetup() -> Option<PathBuf> {
-    common::real_tool("cryptsetup", "cryptsetup-bin")
+    confsum_testkit::real_tool("cryptsetup", "cryptsetup-bin")
 }
 
 fn python_cryptography() -> Option<PathBuf> {
-    common::python_cryptography()
+    confsum_testkit::python_with(&["cryptography.hazmat.primitives.ciphers"], "cryptography")
 }
 
 fn path_str(p: &Path) -> &str {
@@ -90,23 +87,9 @@ fn dumped_volume_key(tool: &Path, img: &Path, key_file: &Path) -> Vec<u8> {
     hex::decode(hex).unwrap()
 }
 
-/// Deterministic pseudo-random bytes (xorshift64).
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// Writes a 32-byte key file (the recipe's passphrase) and returns it.
 fn key_file(dir: &Path, name: &str, seed: u64) -> (PathBuf, Vec<u8>) {
-    let bytes = random_bytes(32, seed);
+    let bytes = det_bytes(32, seed);
     let path = dir.join(name);
     fs::write(&path, &bytes).unwrap();
     (path, bytes)
@@ -184,7 +167,7 @@ fn our_headers_open_in_cryptsetup() {
         };
         let (luks, header_area) = Luks2::format(&key, &k_bytes, &opts).unwrap();
         let img = dir.path().join(format!("ours{i}.img"));
-        write_image(&img, &luks, &key, &header_area, &random_bytes(64 * 1024, 7));
+        write_image(&img, &luks, &key, &header_area, &det_bytes(64 * 1024, 7));
 
         let dump = run_ok(&tool, &["luksDump", path_str(&img)]);
         let expect = [
@@ -317,7 +300,7 @@ open(sys.argv[6], 'wb').write(out)
     ] {
         let key = VolumeKey::generate(key_len).unwrap();
         let cipher = SectorCipher::new(&key, size, tweak).unwrap();
-        let plain = random_bytes(16 * 4096 + 2 * size, key_len as u64 + size as u64);
+        let plain = det_bytes(16 * 4096 + 2 * size, key_len as u64 + size as u64);
         let mut data = plain.clone();
         cipher.encrypt(offset, &mut data).unwrap();
         let (input, output) = (dir.path().join("in"), dir.path().join("out"));
@@ -351,7 +334,7 @@ fn cryptsetup_reencrypted_data_decrypts_here() {
     let (k, k_bytes) = key_file(dir.path(), "k", 4);
     for sector in ["4096", "512"] {
         let img = dir.path().join(format!("plain-{sector}.img"));
-        let plain = random_bytes(24 * MIB as usize, 11);
+        let plain = det_bytes(24 * MIB as usize, 11);
         fs::write(&img, &plain).unwrap();
         run_ok(
             &tool,
@@ -423,7 +406,7 @@ fn key_slots_agree_with_cryptsetup() {
     let ours = dir.path().join("ours.img");
     let key = VolumeKey::generate(64).unwrap();
     let (luks, area) = Luks2::format(&key, &k_bytes, &FormatOptions::recipe()).unwrap();
-    write_image(&ours, &luks, &key, &area, &random_bytes(8192, 1));
+    write_image(&ours, &luks, &key, &area, &det_bytes(8192, 1));
 
     for img in [&theirs, &ours] {
         let volume_key = dumped_volume_key(&tool, img, &k);
@@ -523,7 +506,7 @@ fn damaged_headers() {
     let (_, area) = Luks2::format(&key, &k_bytes, &FormatOptions::recipe()).unwrap();
     let (luks, _) = (Luks2::read(Cursor::new(&area)).unwrap(), ());
     let img = dir.path().join("img");
-    write_image(&img, &luks, &key, &area, &random_bytes(4096, 3));
+    write_image(&img, &luks, &key, &area, &det_bytes(4096, 3));
 
     // The primary's label (binary header) and JSON area.
     for at in [30, 4096 + 10] {
@@ -659,7 +642,7 @@ fn json_noise_never_panics() {
     let len = json.iter().position(|&b| b == 0).unwrap();
     for seed in 0..300u64 {
         let mut text = json[..len].to_vec();
-        let noise = random_bytes(8, seed);
+        let noise = det_bytes(8, seed);
         let at = (u64::from_le_bytes(noise.clone().try_into().unwrap()) % len as u64) as usize;
         match seed % 3 {
             0 => text[at] = noise[0],

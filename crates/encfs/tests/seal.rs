@@ -11,8 +11,6 @@
 //! `CONFSUM_SKIP_REAL_TOOLS=1` to skip where they cannot be installed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -31,18 +29,21 @@ fn tools() -> Option<()> {
         ("debugfs", "e2fsprogs"),
         ("mkfs.ext4", "e2fsprogs"),
     ] {
-        common::real_tool(name, package)?;
+        confsum_testkit::real_tool(name, package)?;
     }
-    common::python_cryptography().map(drop)
+    confsum_testkit::python_with(&["cryptography.hazmat.primitives.ciphers"], "cryptography")
+        .map(drop)
 }
 
 /// Runs a tool (already checked by [`tools`]) and fails the test unless it succeeds.
 fn run(program: &str, args: &[&str]) -> String {
     let path = match program {
         "python3" => PathBuf::from("python3"),
-        name => common::real_tool(name, "its package").unwrap_or_else(|| PathBuf::from(name)),
+        name => {
+            confsum_testkit::real_tool(name, "its package").unwrap_or_else(|| PathBuf::from(name))
+        }
     };
-    common::run_ok(&path, args)
+    confsum_testkit::run_ok(&path, args)
 }
 
 /// Files of every shape a document folder has.
@@ -188,7 +189,7 @@ fn sealed_images_open_in_cryptsetup_and_decrypt_independently() {
         ],
     );
     assert_eq!(fs::metadata(&plain).unwrap().len(), report.filesystem_size);
-    let fsck = Command::new(common::real_tool("e2fsck", "e2fsprogs").unwrap())
+    let fsck = Command::new(confsum_testkit::real_tool("e2fsck", "e2fsprogs").unwrap())
         .arg("-fn")
         .arg(&plain)
         .output()

@@ -1009,10 +1009,8 @@ fn empty_file_may_be_written_again() {
 
 #[test]
 fn empty_streams_are_the_empty_layer() {
-    let reference = std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/layers/empty.tar"),
-    )
-    .unwrap();
+    let reference =
+        std::fs::read(confsum_testkit::shared_vectors().join("layers/empty.tar")).unwrap();
     let want = convert(&reference, PathPolicy::Reject).unwrap();
     for (name, input) in [
         ("0 bytes", Vec::new()),
@@ -1047,7 +1045,7 @@ fn missing_end_of_archive_marker_is_accepted() {
 
 #[test]
 fn compressed_layers_convert_like_plain_ones() {
-    let vectors = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/layers");
+    let vectors = confsum_testkit::shared_vectors().join("layers");
     let mut plain_tars = vec![tar([
         dir("d/"),
         file("d/f", &noise(70_000, 9)),

@@ -126,6 +126,9 @@ pub enum Error {
         /// Why.
         problem: AuditProblem,
     },
+    /// Deployment settings or files are incomplete or do not agree.
+    #[error("{0}")]
+    Deploy(crate::deploy::DeployProblem),
 }
 
 /// What is wrong in a release policy.
@@ -273,7 +276,8 @@ impl Error {
             | Error::Config { .. }
             | Error::BadKey(_)
             | Error::UnsupportedAlgorithm(_)
-            | Error::BadRequest(_) => 400,
+            | Error::BadRequest(_)
+            | Error::Deploy(_) => 400,
             Error::Unauthorized => 401,
             Error::TokenRejected(_) | Error::Denied(_) | Error::KeyDisabled { .. } => 403,
             Error::KeyNotFound { .. } => 404,

@@ -14,6 +14,9 @@
 //!   [`derive_rsa_hsm_key`], the sidecar's HKDF for `RSA-HSM` keys.
 //! - [`SigningIdentity`] / [`ReleaseVerifier`]: the signed release
 //!   response (RS256 JWS with `x5c`), made and checked.
+//! - [`AzureDeployment`] / [`check_deployment`]: the ARM template,
+//!   `importkeyconfig.json` and sidecar arguments of a deployment, made
+//!   from one set of settings and checked against each other.
 //! - [`Broker`]: the key broker's core (import, read, release, policy
 //!   update) over an encrypted embedded store with a hash-chained audit
 //!   log; HTTP is left to the caller.
@@ -54,6 +57,7 @@
 mod audit;
 mod broker;
 mod config;
+mod deploy;
 mod error;
 mod jws;
 mod keys;
@@ -73,6 +77,11 @@ pub use crate::{
     config::{
         Akv, Authority, AzureFilesystem, AzureInfo, CertCache, Identity, ImportKeyConfig, KeyBlob,
         KeyDerivation, Secret, SidecarArgs,
+    },
+    deploy::{
+        AzureDeployment, DEFAULT_SIDECAR_IMAGE, DeployProblem, DeploySettings, HOST_DATA_CLAIM,
+        KeyField, Mismatch, SIDECAR_ARGS_ENV, SIDECAR_CONTAINER_NAME, check_deployment,
+        find_placeholders,
     },
     error::{AuditProblem, Error, JwsProblem, KeyProblem, PolicyProblem},
     jws::{LocalCa, ReleaseVerifier, ReleasedKey, SigningIdentity},

@@ -15,7 +15,7 @@ use confsum_ext4::{ImageSink, Options, PathPolicy, Refusal};
 use confsum_verity::{Error, RootHash, layer_root_hash, layer_root_hash_with_image, root_hash};
 
 fn vectors() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/layers")
+    confsum_testkit::shared_vectors().join("layers")
 }
 
 /// (file name, tar bytes, the reference's root hash) for every vector.

@@ -9,14 +9,11 @@
     reason = "test helpers fail the test by panicking"
 )]
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{run, run_ok};
-
 use confsum_ext4::BlockSink;
+use confsum_testkit::{det_bytes, run, run_ok};
 use confsum_verity::{Error, RootHash, VerityHasher, VeritySuperblock, root_hash};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
@@ -29,7 +26,7 @@ const UUID: [u8; 16] = [
 const UUID_TEXT: &str = "01020304-0506-0708-090a-0b0c0d0e0f10";
 
 fn veritysetup() -> Option<PathBuf> {
-    common::real_tool("veritysetup", "cryptsetup-bin")
+    confsum_testkit::real_tool("veritysetup", "cryptsetup-bin")
 }
 
 /// The value of `field:` in veritysetup's output.
@@ -69,20 +66,6 @@ fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Deterministic pseudo-random bytes (xorshift64).
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// Feeds `data` to a hasher in irregular pieces (1 byte up to ~1.3 MiB).
 fn stream_irregular(data: &[u8]) -> VerityHasher {
     let mut hasher = VerityHasher::new();
@@ -114,7 +97,7 @@ fn roots_and_hash_devices_match_veritysetup() {
     let Some(tool) = veritysetup() else { return };
     let dir = TempDir::new().unwrap();
     for blocks in [2, 127, 128, 129, 128 * 128, 128 * 128 + 1] {
-        let data = random_bytes(blocks * BLOCK, blocks as u64);
+        let data = det_bytes(blocks * BLOCK, blocks as u64);
         let data_path = dir.path().join(format!("data{blocks}"));
         let their_hash_path = dir.path().join(format!("theirs{blocks}"));
         fs::write(&data_path, &data).unwrap();
@@ -144,7 +127,7 @@ fn roots_and_hash_devices_match_veritysetup() {
 fn single_block_root_is_hcsshims_not_veritysetups() {
     let Some(tool) = veritysetup() else { return };
     let dir = TempDir::new().unwrap();
-    let data = random_bytes(BLOCK, 99);
+    let data = det_bytes(BLOCK, 99);
     let data_path = dir.path().join("data");
     fs::write(&data_path, &data).unwrap();
     let theirs = format(&tool, &data_path, &dir.path().join("theirs"));
@@ -173,7 +156,7 @@ fn streaming_with_zeros_and_overwrites_matches_final_bytes() {
     let Some(tool) = veritysetup() else { return };
     let mut image: Vec<u8> = Vec::new();
     let mut hasher = VerityHasher::new();
-    let chunk = random_bytes(3 << 20, 5);
+    let chunk = det_bytes(3 << 20, 5);
     let mut step = 0u64;
     while image.len() < 40 << 20 {
         step += 1;
@@ -195,7 +178,7 @@ fn streaming_with_zeros_and_overwrites_matches_final_bytes() {
         for back in [1, 2, 300, 600, 5000] {
             if whole > back && step % 3 == 0 {
                 let index = whole - back;
-                let block: [u8; BLOCK] = random_bytes(BLOCK, step * 1000 + back as u64)
+                let block: [u8; BLOCK] = det_bytes(BLOCK, step * 1000 + back as u64)
                     .try_into()
                     .unwrap();
                 hasher.overwrite_block(index as u64, &block).unwrap();
@@ -231,7 +214,7 @@ fn veritysetup_verifies_and_dumps_our_hash_device() {
     let Some(tool) = veritysetup() else { return };
     let dir = TempDir::new().unwrap();
     for blocks in [1usize, 129, 128 * 128 + 1] {
-        let mut data = random_bytes(blocks * BLOCK, 1000 + blocks as u64);
+        let mut data = det_bytes(blocks * BLOCK, 1000 + blocks as u64);
         let data_path = dir.path().join(format!("data{blocks}"));
         let hash_path = dir.path().join(format!("ours{blocks}"));
         fs::write(&data_path, &data).unwrap();
@@ -279,7 +262,7 @@ fn decodes_veritysetups_superblock() {
     let dir = TempDir::new().unwrap();
     let data_path = dir.path().join("data");
     let hash_path = dir.path().join("hash");
-    fs::write(&data_path, random_bytes(300 * BLOCK, 3)).unwrap();
+    fs::write(&data_path, det_bytes(300 * BLOCK, 3)).unwrap();
     format(&tool, &data_path, &hash_path);
     let bytes = fs::read(&hash_path).unwrap();
 

@@ -5,6 +5,7 @@
 mod attest;
 mod attest_serve;
 mod common;
+mod deploy;
 mod encfs;
 mod encfs_keys;
 mod layer_hash;
@@ -15,3 +16,4 @@ mod policy_check;
 mod skr;
 mod summarize;
 mod summarize_limits;
+mod version;

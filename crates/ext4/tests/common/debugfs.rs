@@ -11,9 +11,6 @@ use std::process::Command;
 
 use super::model::{Content, KEEP_DATA_UP_TO, Kind, Node, RawTime, Times, Tree};
 
-/// Set to 1 to let these tests pass where e2fsprogs is not installed.
-pub const SKIP_ENV: &str = "CONFSUM_SKIP_REAL_TOOLS";
-
 /// Paths of the e2fsprogs binaries.
 #[derive(Debug, Clone)]
 pub struct Tools {
@@ -21,28 +18,13 @@ pub struct Tools {
     pub debugfs: PathBuf,
 }
 
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 /// The tools, or `None` (after saying so) when they are missing and
 /// `CONFSUM_SKIP_REAL_TOOLS=1`. Missing tools fail the test otherwise.
 pub fn tools() -> Option<Tools> {
-    match (find_tool("e2fsck"), find_tool("debugfs")) {
-        (Some(e2fsck), Some(debugfs)) => Some(Tools { e2fsck, debugfs }),
-        _ if std::env::var(SKIP_ENV).as_deref() == Ok("1") => {
-            eprintln!("skipped: e2fsck/debugfs not found and {SKIP_ENV}=1");
-            None
-        }
-        _ => panic!(
-            "e2fsck and debugfs (e2fsprogs) are needed to check the images: \
-             `apt-get install e2fsprogs`, or set {SKIP_ENV}=1 to skip these tests"
-        ),
-    }
+    Some(Tools {
+        e2fsck: confsum_testkit::real_tool("e2fsck", "e2fsprogs")?,
+        debugfs: confsum_testkit::real_tool("debugfs", "e2fsprogs")?,
+    })
 }
 
 /// What `e2fsck -n` reports for every image the reference writes: it lays out

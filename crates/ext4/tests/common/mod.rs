@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 /// `../shared/vectors/layers` relative to the workspace.
 pub fn vectors_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/layers")
+    confsum_testkit::shared_vectors().join("layers")
 }
 
 /// Converts a tar held in memory into an image held in memory.
