@@ -4,7 +4,7 @@
 //! maps them onto the writer the way the reference converter does, including
 //! whiteout conversion and xattrs from `SCHILY.xattr.*` records.
 
-use std::io::{self, BufRead, Read};
+use std::io::{self, BufRead, BufReader, Read};
 
 use crate::error::Error;
 use crate::gotar::{TarError, TarReader, TarReport};
@@ -15,6 +15,8 @@ use crate::writer::{FileSpec, Writer, lossy, mode, split_last};
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
 const XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
+/// Read buffer in front of the tar stream.
+const READ_BUFFER: usize = 1 << 20;
 
 /// Wraps `input` in a gzip or zstd decoder when its first bytes say so.
 pub fn decompress<'a, R: BufRead + 'a>(mut input: R) -> io::Result<Box<dyn Read + 'a>> {
@@ -64,17 +66,22 @@ pub fn convert_tar_with_report<R: Read, S: BlockSink>(
     sink: S,
     options: &Options,
 ) -> Result<(S, TarReport), Error> {
-    let mut tar = TarReader::new(input);
+    // File data goes from this buffer straight to the sink, uncopied. A
+    // caller's buffer of at most this size is bypassed once it is empty.
+    let mut tar = TarReader::new(BufReader::with_capacity(READ_BUFFER, input));
     let mut w = Writer::new(sink, options);
-    let mut last: Option<String> = None;
-    let mut buf = vec![0u8; 1 << 20];
+    // The entry being converted, for errors; made into text only then.
+    let mut last: Option<Vec<u8>> = None;
     loop {
         let e = match tar.next_entry() {
             Ok(Some(e)) => e,
             Ok(None) => break,
             Err(e) => return Err(tar_error(e, &last)),
         };
-        last = Some(lossy(&e.name));
+        match &mut last {
+            Some(name) => name.clone_from(&e.name),
+            None => last = Some(e.name.clone()),
+        }
         check_path(&e.name, options)?;
         if e.typeflag == b'1' {
             check_path(&e.link_name, options)?;
@@ -137,30 +144,30 @@ pub fn convert_tar_with_report<R: Read, S: BlockSink>(
         };
         w.create(&e.name, &mut f)?;
         loop {
-            let n = tar
-                .read_data(&mut buf)
+            let chunk = tar
+                .data_chunk()
                 .map_err(|err| tar_error(TarError::Io(err), &last))?;
-            let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+            if chunk.is_empty() {
                 break;
-            };
+            }
+            let n = chunk.len();
             w.write_data(chunk)?;
+            tar.consume_data(n);
         }
     }
     let report = tar.report().ok_or_else(|| Error::Tar {
-        entry: last.clone(),
+        entry: last.as_deref().map(lossy),
         source: io::Error::other("the tar reader stopped before the end"),
     })?;
     Ok((w.close()?, report))
 }
 
-fn tar_error(e: TarError, last: &Option<String>) -> Error {
+fn tar_error(e: TarError, last: &Option<Vec<u8>>) -> Error {
+    let entry = last.as_deref().map(lossy);
     match e {
-        TarError::Io(source) => Error::Tar {
-            entry: last.clone(),
-            source,
-        },
+        TarError::Io(source) => Error::Tar { entry, source },
         TarError::Invalid(what) => Error::Tar {
-            entry: last.clone(),
+            entry,
             source: io::Error::new(io::ErrorKind::InvalidData, what),
         },
         TarError::Unsupported(entry, what) => Error::Unsupported {

@@ -16,7 +16,7 @@
 //! rules. Sparse files are refused rather than expanded.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::io::{self, BufRead};
 
 use crate::time::GoTime;
 
@@ -278,7 +278,7 @@ fn is_header_only(typeflag: u8) -> bool {
     matches!(typeflag, b'1'..=b'6')
 }
 
-impl<R: Read> TarReader<R> {
+impl<R: BufRead> TarReader<R> {
     pub(crate) fn new(r: R) -> Self {
         TarReader {
             r,
@@ -314,39 +314,57 @@ impl<R: Read> TarReader<R> {
         Ok(n)
     }
 
+    /// Skips up to `n` bytes without copying them; returns the bytes skipped.
     fn skip(&mut self, mut n: u64) -> io::Result<u64> {
-        let mut scratch = [0u8; 8192];
         let mut skipped = 0;
         while n > 0 {
-            let want = n.min(scratch.len() as u64) as usize;
-            let got = self.read_full(scratch.get_mut(..want).unwrap_or_default())?;
-            skipped += got as u64;
-            if got < want {
+            let avail = match self.r.fill_buf() {
+                Ok(b) => b.len(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if avail == 0 {
                 break;
             }
-            n -= got as u64;
+            let k = n.min(avail as u64);
+            self.r.consume(k as usize);
+            skipped += k;
+            n -= k;
         }
+        self.read += skipped;
         Ok(skipped)
     }
 
-    /// Reads the current entry's data; 0 at its end.
-    pub(crate) fn read_data(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.remaining == 0 || buf.is_empty() {
-            return Ok(0);
+    /// The next bytes of the current entry's data, straight from the
+    /// reader's buffer (no copy); empty at the end of the data. Pass how
+    /// many were used to [`TarReader::consume_data`].
+    pub(crate) fn data_chunk(&mut self) -> io::Result<&[u8]> {
+        if self.remaining == 0 {
+            return Ok(&[]);
         }
-        let want = (buf.len() as u64).min(self.remaining) as usize;
-        let n = loop {
-            match self.r.read(buf.get_mut(..want).unwrap_or_default()) {
+        let remaining = self.remaining;
+        loop {
+            match self.r.fill_buf() {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                other => break other?,
+                Err(e) => return Err(e),
+                Ok(_) => break,
             }
-        };
-        if n == 0 {
+        }
+        // Buffered now (or at the end): this call does not read again.
+        let buf = self.r.fill_buf()?;
+        if buf.is_empty() {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        self.read += n as u64;
-        self.remaining -= n as u64;
-        Ok(n)
+        let n = (buf.len() as u64).min(remaining) as usize;
+        Ok(buf.get(..n).unwrap_or(buf))
+    }
+
+    /// Marks `n` bytes returned by [`TarReader::data_chunk`] as read.
+    pub(crate) fn consume_data(&mut self, n: usize) {
+        let n = (n as u64).min(self.remaining);
+        self.r.consume(n as usize);
+        self.read += n;
+        self.remaining -= n;
     }
 
     /// Reads the whole data of a metadata entry (long name, PAX records).

@@ -2,17 +2,23 @@
 //!
 //! The ext4 writer produces an image front to back, and hashing it is the
 //! slow part of computing a layer hash. So the writer's bytes are collected
-//! into batches, and each full batch is hashed on a thread pool while the
-//! writer fills the next one. At most [`MAX_IN_FLIGHT`] batches are hashed at
-//! a time; beyond that the writer waits, which bounds memory.
+//! into batches, and each full batch is hashed by one of a few worker
+//! threads while the writer fills the next one. At most one batch per
+//! worker, plus one, is hashed at a time; beyond that the writer waits,
+//! which bounds memory.
+//!
+//! The workers are plain threads that block on a queue, not a rayon pool:
+//! between batches rayon's idle workers spin and yield, and on a two-core
+//! machine that spinning took CPU from the writer, which is the other half
+//! of the work (thousands of `sched_yield` calls per layer of small files).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::OnceLock;
-use std::sync::mpsc::{self, Receiver};
-use std::{fmt, io, mem};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Mutex, OnceLock};
+use std::{fmt, io, mem, thread};
 
 use confsum_ext4::BlockSink;
-use rayon::prelude::*;
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use crate::Error;
@@ -23,8 +29,9 @@ use crate::tree::VerityTree;
 /// the first batch starts hashing soon.
 const BATCH_BYTES: usize = 2 << 20;
 
-/// Batches being hashed while the producer fills the next one.
-const MAX_IN_FLIGHT: usize = 2;
+/// Most worker threads; more would only add memory on top of what the
+/// writer can feed.
+const MAX_WORKERS: usize = 8;
 
 type Hash = [u8; HASH_SIZE];
 
@@ -220,7 +227,7 @@ impl VerityHasher {
         if whole == 0 {
             return Ok(());
         }
-        while self.in_flight.len() >= MAX_IN_FLIGHT {
+        while self.in_flight.len() > workers().map_or(0, Workers::count) {
             self.merge_oldest()?;
         }
         let mut next = self
@@ -235,16 +242,12 @@ impl VerityHasher {
         // Capacity 1: the worker never blocks on sending its one result.
         let (tx, done) = mpsc::sync_channel(1);
         let job = move || {
-            let hashes = batch
-                .par_chunks_exact(BLOCK_SIZE)
-                .with_min_len(16)
-                .map(salted_hash)
-                .collect();
+            let hashes = batch.chunks_exact(BLOCK_SIZE).map(salted_hash).collect();
             // The hasher may have been dropped; then nobody wants the result.
             let _ = tx.send((hashes, batch));
         };
-        match pool() {
-            Some(pool) => pool.spawn(job),
+        match workers() {
+            Some(workers) => workers.run(Box::new(job)),
             // No threads to be had: hash here, still correct.
             None => job(),
         }
@@ -267,7 +270,7 @@ impl VerityHasher {
                 slots.iter_mut().zip(&mut hashes).for_each(|(s, h)| *s = h);
             }
         }
-        if self.spare.len() < MAX_IN_FLIGHT {
+        if self.spare.len() <= workers().map_or(0, Workers::count) {
             buf.clear();
             self.spare.push(buf);
         }
@@ -306,7 +309,78 @@ impl BlockSink for VerityHasher {
     }
 }
 
-/// The pool that hashes batches and builds upper levels.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads that hash batches, shared by every hasher in the process.
+///
+/// Threads of our own rather than rayon's global pool: callers may drive a
+/// hasher from a global-pool thread (say, one layer per thread), and waiting
+/// for a batch there could block every thread the batch needs.
+struct Workers {
+    queue: Mutex<Sender<Job>>,
+    count: usize,
+}
+
+impl Workers {
+    fn count(&self) -> usize {
+        self.count
+    }
+
+    fn run(&self, job: Job) {
+        let sent = match self.queue.lock() {
+            Ok(queue) => queue.send(job),
+            Err(poisoned) => poisoned.into_inner().send(job),
+        };
+        // Every worker is gone (they never exit while the queue lives):
+        // run it here.
+        if let Err(mpsc::SendError(job)) = sent {
+            job();
+        }
+    }
+}
+
+/// The batch workers, one per core (at most [`MAX_WORKERS`]); `None` if
+/// no thread could be started.
+fn workers() -> Option<&'static Workers> {
+    static WORKERS: OnceLock<Option<Workers>> = OnceLock::new();
+    WORKERS
+        .get_or_init(|| {
+            let wanted = thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_WORKERS);
+            let (queue, jobs) = mpsc::channel::<Job>();
+            let jobs = std::sync::Arc::new(Mutex::new(jobs));
+            let mut count = 0;
+            for i in 0..wanted {
+                let jobs = jobs.clone();
+                let started = thread::Builder::new()
+                    .name(format!("confsum-verity-{i}"))
+                    .spawn(move || {
+                        loop {
+                            // The lock is held only while waiting for a job.
+                            let job = match jobs.lock() {
+                                Ok(rx) => rx.recv(),
+                                Err(poisoned) => poisoned.into_inner().recv(),
+                            };
+                            let Ok(job) = job else { break };
+                            // A panicking job drops its result sender, which
+                            // its hasher reports as an error; the worker lives on.
+                            let _ = catch_unwind(AssertUnwindSafe(job));
+                        }
+                    });
+                if started.is_ok() {
+                    count += 1;
+                }
+            }
+            (count > 0).then(|| Workers {
+                queue: Mutex::new(queue),
+                count,
+            })
+        })
+        .as_ref()
+}
+
+/// The pool that builds upper levels.
 ///
 /// A pool of our own rather than rayon's global one: callers may drive a
 /// hasher from a global-pool thread (say, one layer per thread), and waiting
