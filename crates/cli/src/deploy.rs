@@ -47,9 +47,10 @@ pub(crate) enum Command {
 ///
 /// Settings come from flags and/or --settings FILE, a JSON object whose keys
 /// are the flag names with underscores (app_image, blob_url, key_name, hsm,
-/// maa, identity, ...); flags win. Every required setting must be given, and
-/// none may be a <placeholder>: the command lists what is missing and writes
-/// nothing.
+/// maa, identity, ...; lists for the repeatable ones, app_ports for
+/// --app-port, and "blob_private": false for --blob-public); flags win.
+/// Every required setting must be given, and none may be a <placeholder>:
+/// the command lists what is missing and writes nothing.
 ///
 /// The policy covers both containers, so the images of the workload and of
 /// the sidecar are both needed: give each with --image REF=PATH (a docker

@@ -1,5 +1,23 @@
-//! `confsum`: confidential summarization, from layer hashes to key release.
+//! `confsum`, the command line over confsum's libraries: each subcommand
+//! is a thin layer of argument parsing, file I/O and messages over one
+//! crate.
+//!
+//! - `layer-hash`: dm-verity root hashes of container layers (`confsum-verity`);
+//! - `encfs`: the owner's encrypted images (`confsum-encfs`);
+//! - `attest`: SEV-SNP reports and tokens, the local attestation service
+//!   and the emulated TEE (`confsum-attest`, `confsum-server`);
+//! - `summarize`: T5 and BART summaries (`confsum-summarize`);
+//! - `policy`: CCE policies, generated and checked (`confsum-policy`);
+//! - `skr`: release policies and the key broker's audit log (`confsum-skr`);
+//! - `deploy azure`: the files of an Azure deployment, and their check
+//!   (`confsum-policy` and `confsum-skr`).
+//!
+//! Files are written through `fsio::Output` and standard output through
+//! `fsio::stdout`; errors are `anyhow` chains printed once by `failure`.
 #![forbid(unsafe_code)]
+// Doc comments here are clap's --help text, written for a terminal: bare
+// URLs and <placeholders> are meant literally, not as Markdown or HTML.
+#![allow(rustdoc::bare_urls, rustdoc::invalid_html_tags)]
 
 mod attest;
 mod deploy;

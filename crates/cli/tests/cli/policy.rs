@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use sha2::{Digest, Sha256};
 
 fn shared() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
+    confsum_testkit::shared_vectors().join("..")
 }
 
 fn case(name: &str, file: &str) -> PathBuf {

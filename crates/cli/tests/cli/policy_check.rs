@@ -8,8 +8,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 fn basic_policy() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/vectors/policy/basic/expected.rego")
+    crate::common::vectors("policy/basic/expected.rego")
 }
 
 /// The named inputs of `crates/policy/testdata/check/common.json`.
