@@ -10,6 +10,7 @@ mod policy_check;
 mod progress;
 mod skr;
 mod summarize;
+mod workload;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,10 @@ enum Command {
     /// Secure key release: release policies and the key broker's audit log.
     #[command(subcommand)]
     Skr(skr::Command),
+    Serve(workload::ServeArgs),
+    /// The consumer: verify a workload before trusting its answers.
+    #[command(subcommand)]
+    Client(workload::ClientCommand),
 }
 
 /// Reports a usage error the way clap does (with exit status 2) and exits.
@@ -58,6 +63,8 @@ fn main() -> ExitCode {
         Command::Summarize(args) => summarize::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Policy(command) => policy::run(&command),
         Command::Skr(command) => skr::run(&command),
+        Command::Serve(args) => workload::serve(&args),
+        Command::Client(command) => workload::client(&command),
     };
     result.unwrap_or_else(|e| failure(&e))
 }
