@@ -11,10 +11,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use confsum_attest::{INSECURE_WARNING, InsecureEmulatedTee, Jwks};
-use confsum_server::{Client, Limits, RateLimit, Server};
-use confsum_skr::ReleaseVerifier;
+use confsum_server::{Client, HsmClient, Limits, RateLimit, Server, bearer_token};
 use confsum_workload::{
-    Expectations, HttpAttestation, HttpKeyRelease, InsecureEmulatedEvidence, KeyDerivation,
+    Expectations, HsmKeyRelease, HttpAttestation, InsecureEmulatedEvidence, KeyDerivation,
     ServiceConfig, StartOptions, Step, SummariesRequest, Verification, Workload, WorkloadClient,
     verify_attestation,
 };
@@ -69,14 +68,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "NAME")]
     key: String,
     /// CA certificate (PEM) the broker's release signatures (and HTTPS)
-    /// chain to.
+    /// chain to; the signing certificate must name --broker's host[:port],
+    /// as the sidecar checks.
     #[arg(long, value_name = "PEM")]
     broker_ca: PathBuf,
-    /// The name the broker's signing certificate must have (host or
-    /// host:port). Default: the host[:port] of --broker.
-    #[arg(long, value_name = "HOST[:PORT]")]
-    broker_endpoint: Option<String>,
-    /// A file holding the bearer token for the broker (Managed HSM).
+    /// A file holding the bearer token for the broker (Managed HSM's AAD
+    /// token). Default: $AZURE_ACCESS_TOKEN, if set.
     #[arg(long, value_name = "FILE")]
     broker_token_file: Option<PathBuf>,
     /// An extra CA certificate (PEM) for the attestation service's HTTPS.
@@ -207,22 +204,10 @@ pub(crate) fn serve(a: &ServeArgs) -> Result<ExitCode> {
     let attest_client = http_client(a.attest_ca.as_deref())?;
     let attestation = HttpAttestation::new(attest_client, &a.attest);
     let ca_pem = crate::fsio::read_input(&a.broker_ca)?;
-    let broker_client = http_client(Some(&a.broker_ca))?;
-    let mut release = HttpKeyRelease::new(broker_client, &a.broker, &a.key);
-    if let Some(path) = &a.broker_token_file {
-        let token = zeroize::Zeroizing::new(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?,
-        );
-        release = release.bearer(token.trim());
-    }
-    let endpoint = match &a.broker_endpoint {
-        Some(e) => e.clone(),
-        None => endpoint_of(&a.broker)?,
-    };
-    let ca_der = pem_certificates(&ca_pem)
-        .with_context(|| format!("{} holds no PEM certificate", a.broker_ca.display()))?;
-    let release_verifier = ReleaseVerifier::new(&ca_der, &endpoint)?;
+    let hsm = HsmClient::with_ca_pem(&a.broker, &ca_pem)
+        .with_context(|| format!("cannot use {} as the broker's CA", a.broker_ca.display()))?
+        .bearer(bearer_token(a.broker_token_file.as_deref())?);
+    let release = HsmKeyRelease::new(hsm, &a.key);
 
     let server = Server::bind(a.listen)?;
     let mut limits = Limits::new().body_bytes(a.max_body);
@@ -236,7 +221,6 @@ pub(crate) fn serve(a: &ServeArgs) -> Result<ExitCode> {
             evidence: &evidence,
             attestation: &attestation,
             release: &release,
-            release_verifier: &release_verifier,
             derivation: KeyDerivation {
                 salt_hex: a.key_salt.clone(),
                 label: a.key_label.clone(),
@@ -301,45 +285,6 @@ pub(crate) fn describe(step: &Step) -> String {
         Step::ModelLoaded => "loaded the model".to_owned(),
         _ => format!("{step:?}"),
     }
-}
-
-/// The certificates (DER) in PEM text.
-fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>> {
-    let text = std::str::from_utf8(pem).context("not text")?;
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
-        let end_marker = "-----END CERTIFICATE-----";
-        let Some(end) = rest[start..].find(end_marker) else {
-            break;
-        };
-        let block = &rest[start..start + end + end_marker.len()];
-        let (label, der) = der_decode(block)?;
-        if label == "CERTIFICATE" {
-            out.push(der);
-        }
-        rest = &rest[start + end + end_marker.len()..];
-    }
-    if out.is_empty() {
-        bail!("no certificate");
-    }
-    Ok(out)
-}
-
-fn der_decode(block: &str) -> Result<(String, Vec<u8>)> {
-    let (label, der) =
-        der::pem::decode_vec(block.as_bytes()).map_err(|_| anyhow::anyhow!("bad PEM"))?;
-    Ok((label.to_owned(), der))
-}
-
-/// `host[:port]` of a URL, as the sidecar compares it with the broker's
-/// certificate.
-fn endpoint_of(url: &str) -> Result<String> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .with_context(|| format!("{url} is not an http(s) URL"))?;
-    Ok(rest.split('/').next().unwrap_or(rest).to_owned())
 }
 
 fn http_client(ca: Option<&Path>) -> Result<Client> {

@@ -60,7 +60,7 @@ pub use crate::{
     },
     signed::{ResponseVerifier, SignedResponse},
     start::{
-        Attestation, AttestationDocument, EvidenceSource, HttpAttestation, HttpKeyRelease,
+        Attestation, AttestationDocument, EvidenceSource, HsmKeyRelease, HttpAttestation,
         KeyDerivation, KeyRelease, LocalBroker, StartOptions, Step, Workload,
     },
     verify::{Check, CheckName, Expectations, Verification, verify_attestation},

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use confsum_attest::{ATTEST_API_VERSION, AttestRequest, SnpEvidence};
-use confsum_skr::{ReleaseRequest, ReleaseVerifier};
+use confsum_skr::{ReleaseRequest, ReleaseVerifier, ReleasedKey};
 use confsum_summarize::{LoadOptions, Summarizer};
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
@@ -117,76 +117,41 @@ impl Attestation for HttpAttestation {
     }
 }
 
-/// A key broker: an attestation token in, the signed release (a compact
-/// JWS, Managed HSM's `value`) out.
+/// A key broker: an attestation token in, a release whose signature was
+/// checked out (as the sidecar checks it: `confsum_skr::ReleaseVerifier`,
+/// the broker's CA and endpoint).
 pub trait KeyRelease: Send + Sync {
     /// Asks for the key's release to the holder of `token`.
     ///
     /// # Errors
     ///
-    /// [`Error::Release`] (a 403 names the failing claim) or [`Error::Http`].
-    fn release(&self, token: &str) -> Result<String, Error>;
+    /// [`Error::Release`] (a denial names the failing claim) or
+    /// [`Error::Http`] (a 403 carries the broker's message).
+    fn release(&self, token: &str) -> Result<ReleasedKey, Error>;
 }
 
-/// A key broker over HTTP(S), as the sidecar calls Managed HSM:
-/// `POST <vault>/keys/<name>/release?api-version=7.4` with body
-/// `{"target": <token>}` and, when given, `Authorization: Bearer`.
-pub struct HttpKeyRelease {
-    client: confsum_server::Client,
-    url: String,
-    bearer: Option<Zeroizing<String>>,
+/// A key at a Managed HSM or a `confsum skr serve` broker, over HTTP(S)
+/// (`confsum_server::HsmClient`, which sends the sidecar's request and
+/// checks the answer).
+#[derive(Debug, Clone)]
+pub struct HsmKeyRelease {
+    hsm: confsum_server::HsmClient,
+    key_name: String,
 }
 
-impl std::fmt::Debug for HttpKeyRelease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the bearer token.
-        f.debug_struct("HttpKeyRelease")
-            .field("url", &self.url)
-            .finish_non_exhaustive()
-    }
-}
-
-impl HttpKeyRelease {
-    /// Key `key_name` of the broker at `vault_url`.
-    pub fn new(client: confsum_server::Client, vault_url: &str, key_name: &str) -> Self {
-        HttpKeyRelease {
-            client,
-            url: format!(
-                "{}/keys/{key_name}/release?api-version=7.4",
-                vault_url.trim_end_matches('/')
-            ),
-            bearer: None,
+impl HsmKeyRelease {
+    /// Key `key_name` at `hsm`.
+    pub fn new(hsm: confsum_server::HsmClient, key_name: &str) -> Self {
+        HsmKeyRelease {
+            hsm,
+            key_name: key_name.to_owned(),
         }
     }
-
-    /// Sends `Authorization: Bearer <token>` (Managed HSM's AAD token).
-    pub fn bearer(mut self, token: &str) -> Self {
-        self.bearer = Some(Zeroizing::new(token.to_owned()));
-        self
-    }
 }
 
-impl KeyRelease for HttpKeyRelease {
-    fn release(&self, token: &str) -> Result<String, Error> {
-        let body = ReleaseRequest {
-            target: token.to_owned(),
-            enc: None,
-            nonce: None,
-        };
-        let mut request =
-            confsum_server::Request::post_json(&self.url, &body).map_err(|source| {
-                Error::Malformed {
-                    what: "release request",
-                    source,
-                }
-            })?;
-        if let Some(bearer) = &self.bearer {
-            request = request.bearer(bearer);
-        }
-        self.client
-            .send_json::<confsum_skr::ReleaseResponse>(request)
-            .map(|r| r.value)
-            .map_err(Error::Http)
+impl KeyRelease for HsmKeyRelease {
+    fn release(&self, token: &str) -> Result<ReleasedKey, Error> {
+        self.hsm.release(&self.key_name, token).map_err(Error::Http)
     }
 }
 
@@ -196,6 +161,7 @@ pub struct LocalBroker {
     broker: Arc<confsum_skr::Broker>,
     key_name: String,
     check: Box<dyn confsum_skr::TokenCheck>,
+    verifier: ReleaseVerifier,
 }
 
 impl std::fmt::Debug for LocalBroker {
@@ -207,35 +173,42 @@ impl std::fmt::Debug for LocalBroker {
 }
 
 impl LocalBroker {
-    /// Releases key `key_name` of `broker` to tokens that pass `check`.
+    /// Releases key `key_name` of `broker` to tokens that pass `check`;
+    /// `verifier` checks the signed answer, as over HTTP.
     pub fn new(
         broker: Arc<confsum_skr::Broker>,
         key_name: &str,
         check: Box<dyn confsum_skr::TokenCheck>,
+        verifier: ReleaseVerifier,
     ) -> Self {
         LocalBroker {
             broker,
             key_name: key_name.to_owned(),
             check,
+            verifier,
         }
     }
 }
 
 impl KeyRelease for LocalBroker {
-    fn release(&self, token: &str) -> Result<String, Error> {
+    fn release(&self, token: &str) -> Result<ReleasedKey, Error> {
         let request = ReleaseRequest {
             target: token.to_owned(),
             enc: None,
             nonce: None,
         };
-        self.broker
+        let jws = self
+            .broker
             .release_token(
                 &self.key_name,
                 &request,
                 self.check.as_ref(),
                 SystemTime::now(),
             )
-            .map(|r| r.value)
+            .map_err(Error::Release)?
+            .value;
+        self.verifier
+            .verify(&jws, SystemTime::now())
             .map_err(Error::Release)
     }
 }
@@ -259,9 +232,6 @@ pub struct StartOptions<'a> {
     pub attestation: &'a dyn Attestation,
     /// The key broker.
     pub release: &'a dyn KeyRelease,
-    /// Checks the broker's signed answer (its CA and endpoint), as the
-    /// sidecar does.
-    pub release_verifier: &'a ReleaseVerifier,
     /// How the released key unlocks the image.
     pub derivation: KeyDerivation,
     /// The sealed image (LUKS2).
@@ -403,11 +373,7 @@ impl Workload {
         let token = options.attestation.attest(&request)?;
         progress(Step::Attested);
 
-        let jws = options.release.release(&token)?;
-        let released = options
-            .release_verifier
-            .verify(&jws, SystemTime::now())
-            .map_err(Error::Release)?;
+        let released = options.release.release(&token)?;
         let material = released.unwrap(keys.wrapping()).map_err(Error::Release)?;
         let key_file = disk_key(released.kty(), &material, &options.derivation)?;
         progress(Step::KeyReleased {

@@ -45,11 +45,18 @@ pub struct Flow {
     pub broker: Arc<Broker>,
     pub release_verifier: ReleaseVerifier,
     pub host_data: [u8; 32],
+    /// The broker's CA (PEM), for HTTP clients.
+    pub ca_pem: String,
 }
 
 impl Flow {
     /// Seals DOCS with a random oct key pinned to `host_data`.
     pub fn new(host_data: [u8; 32]) -> Flow {
+        Flow::with_broker_name(host_data, BROKER)
+    }
+
+    /// As `new`, with a broker whose release certificate names `broker`.
+    pub fn with_broker_name(host_data: [u8; 32], broker_name: &str) -> Flow {
         let dir = tempfile::tempdir().unwrap();
         let docs = dir.path().join("docs");
         for (name, text) in DOCS {
@@ -76,7 +83,7 @@ impl Flow {
         let attest = Service::new(TokenIssuer::generate(ISSUER).unwrap(), roots);
 
         let now = SystemTime::now();
-        let (signer, ca) = SigningIdentity::generate_with_local_ca(&[BROKER], now).unwrap();
+        let (signer, ca) = SigningIdentity::generate_with_local_ca(&[broker_name], now).unwrap();
         let broker = Broker::open(
             &dir.path().join("broker.redb"),
             &MasterKey::generate().unwrap(),
@@ -110,7 +117,8 @@ impl Flow {
         broker
             .import(Some(&format!("Bearer {ADMIN}")), KEY, &request, now)
             .unwrap();
-        let release_verifier = ReleaseVerifier::new(&[ca.cert_der.clone()], BROKER).unwrap();
+        let release_verifier =
+            ReleaseVerifier::new(std::slice::from_ref(&ca.cert_der), broker_name).unwrap();
         Flow {
             tee_pem: tee.to_insecure_state_pem().unwrap().to_string(),
             dir,
@@ -119,6 +127,7 @@ impl Flow {
             broker: Arc::new(broker),
             release_verifier,
             host_data,
+            ca_pem: ca.cert_pem(),
         }
     }
 
@@ -135,13 +144,17 @@ impl Flow {
         let evidence = InsecureEmulatedEvidence::new(self.tee(), host_data);
         let mut authorities = AttestAuthorities::new();
         authorities.trust(ISSUER, self.attest.jwks());
-        let release = LocalBroker::new(Arc::clone(&self.broker), KEY, Box::new(authorities));
+        let release = LocalBroker::new(
+            Arc::clone(&self.broker),
+            KEY,
+            Box::new(authorities),
+            self.release_verifier.clone(),
+        );
         Workload::start(
             StartOptions {
                 evidence: &evidence,
                 attestation: &self.attest,
                 release: &release,
-                release_verifier: &self.release_verifier,
                 derivation: KeyDerivation::default(),
                 image: self.image.clone(),
                 model: model_dir(),

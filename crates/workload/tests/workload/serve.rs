@@ -178,3 +178,77 @@ fn another_host_data_is_refused_by_the_broker_naming_the_claim() {
     assert!(steps.contains(&Step::Attested));
     assert!(!steps.iter().any(|s| matches!(s, Step::KeyReleased { .. })));
 }
+
+/// Serves `router` on `server` until the returned sender is dropped.
+fn serve_router(server: Server, router: axum::Router) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        server.serve_blocking(router, async move {
+            let _ = stopped.await;
+        })
+    });
+    stop
+}
+
+#[test]
+fn starts_over_http_with_the_attestation_service_and_the_broker() {
+    use std::sync::Arc;
+
+    use confsum_server::{HsmClient, hsm_endpoint};
+    use confsum_workload::{
+        HsmKeyRelease, HttpAttestation, InsecureEmulatedEvidence, KeyDerivation, StartOptions,
+        Workload,
+    };
+
+    let broker_server = Server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let broker_url = broker_server.url();
+    let flow = Flow::with_broker_name(HOST_DATA, hsm_endpoint(&broker_url));
+    let mut authorities = confsum_skr::AttestAuthorities::new();
+    authorities.trust(ISSUER, flow.attest.jwks());
+    let _broker = serve_router(
+        broker_server,
+        confsum_server::skr::router(Arc::clone(&flow.broker), Arc::new(authorities)),
+    );
+    let attest_server = Server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let attest_url = attest_server.url();
+    let _attest = serve_router(
+        attest_server,
+        confsum_server::attest::router(flow.attest.clone()),
+    );
+
+    let attestation = HttpAttestation::new(Client::new(), &attest_url);
+    let hsm = HsmClient::with_ca_pem(&broker_url, flow.ca_pem.as_bytes()).unwrap();
+    let release = HsmKeyRelease::new(hsm, crate::common::KEY);
+    let start = |host_data: [u8; 32]| {
+        let evidence = InsecureEmulatedEvidence::new(flow.tee(), host_data);
+        Workload::start(
+            StartOptions {
+                evidence: &evidence,
+                attestation: &attestation,
+                release: &release,
+                derivation: KeyDerivation::default(),
+                image: flow.image.clone(),
+                model: model_dir(),
+                load: LoadOptions::default(),
+            },
+            &mut |_| {},
+        )
+    };
+    let workload = start(HOST_DATA).unwrap();
+    assert_eq!(workload.document_ids(), vec!["a.txt", "notes/b.txt"]);
+
+    // The broker's 403 reaches the workload with the failing claim.
+    let err = start([0x77; 32]).unwrap_err();
+    let Error::Http(confsum_server::Error::Status {
+        status: 403,
+        error: Some(remote),
+        ..
+    }) = &err
+    else {
+        panic!("expected a 403, got {err:?}");
+    };
+    assert!(
+        remote.message.contains("x-ms-sevsnpvm-hostdata"),
+        "{remote:?}"
+    );
+}
