@@ -10,7 +10,9 @@
 //! - `policy`: CCE policies, generated and checked (`confsum-policy`);
 //! - `skr`: release policies and the key broker's audit log (`confsum-skr`);
 //! - `deploy azure`: the files of an Azure deployment, and their check
-//!   (`confsum-policy` and `confsum-skr`).
+//!   (`confsum-policy` and `confsum-skr`);
+//! - `serve` and `client`: the attested workload's HTTP API and the
+//!   consumer's checks of it (`confsum-workload`).
 //!
 //! Files are written through `fsio::Output` and standard output through
 //! `fsio::stdout`; errors are `anyhow` chains printed once by `failure`.
@@ -29,6 +31,7 @@ mod policy_check;
 mod progress;
 mod skr;
 mod summarize;
+mod workload;
 
 use std::process::ExitCode;
 
@@ -62,6 +65,10 @@ enum Command {
     /// Deployment files for Azure Confidential Container Instances.
     #[command(subcommand)]
     Deploy(deploy::Command),
+    Serve(workload::ServeArgs),
+    /// The consumer: verify a workload before trusting its answers.
+    #[command(subcommand)]
+    Client(workload::ClientCommand),
 }
 
 /// Reports a usage error the way clap does (exit status 2), with the usage
@@ -89,6 +96,8 @@ fn main() -> ExitCode {
         Command::Policy(command) => policy::run(&command),
         Command::Skr(command) => skr::run(&command),
         Command::Deploy(command) => deploy::run(&command),
+        Command::Serve(args) => workload::serve(&args),
+        Command::Client(command) => workload::client(&command),
     };
     result.unwrap_or_else(|e| failure(&e))
 }

@@ -90,6 +90,17 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A key broker's answer does not verify or make sense to
+    /// confsum-skr (a release JWS, its certificate chain).
+    #[error("unusable answer from {url}")]
+    Skr {
+        /// The URL.
+        url: String,
+        /// What confsum-skr said.
+        #[source]
+        source: confsum_skr::Error,
+    },
+
     /// What a service sent does not make sense to confsum-attest (a JWKS,
     /// a certificate chain).
     #[error("unusable answer from {url}")]

@@ -11,7 +11,10 @@
 //!   return [`ApiError`], read bodies with [`Body`], and routers fall
 //!   back to [`not_found`] and [`method_not_allowed`].
 //! - **Services.** [`attest::router`] puts `confsum-attest`'s HTTP-free
-//!   [`Service`](confsum_attest::Service) on MAA's paths. A new service
+//!   [`Service`](confsum_attest::Service) on MAA's paths;
+//!   [`skr::router`] puts `confsum-skr`'s [`Broker`](confsum_skr::Broker)
+//!   on Managed HSM's (`/keys/{name}`, `/keys/{name}/release`), with
+//!   [`skr::TrustedAuthorities`] checking attestation tokens. A new service
 //!   writes a `Router` the same way and mounts it in two lines:
 //!   `Server::bind(addr)?.serve_blocking(router, shutdown_signal())`.
 //! - **Calling.** One blocking [`Client`] (ureq 3, rustls with *ring*,
@@ -20,6 +23,8 @@
 //!   with a bearer token ([`Request`]), and AMD's Key Distribution
 //!   Service ([`KdsFetcher`], a
 //!   [`CertificateFetcher`](confsum_attest::CertificateFetcher)).
+//!   [`HsmClient`] imports and releases keys at a Managed HSM or a
+//!   confsum key broker, verifying each release as the sidecar does.
 //!
 //! ```
 //! use std::time::SystemTime;
@@ -51,13 +56,16 @@ pub mod attest;
 mod client;
 mod envelope;
 mod error;
+mod hsm;
 mod kds;
 mod serve;
+pub mod skr;
 
 pub use crate::{
     client::{Client, ClientBuilder, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, Method, Request},
     envelope::{ApiError, Body, RemoteError, error_chain, json, method_not_allowed, not_found},
     error::Error,
+    hsm::{ACCESS_TOKEN_ENV, HSM_API_VERSION, HsmClient, bearer_token, hsm_endpoint},
     kds::{AMD_KDS_URL, KdsFetcher},
     serve::{Limits, RateLimit, Server, TlsConfig, shutdown_signal},
 };

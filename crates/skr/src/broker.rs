@@ -319,6 +319,24 @@ impl Broker {
     }
 
     /// Checks an `Authorization` header value (`Bearer <token>`) against
+    /// the admin token, for a request on key `name`; a refusal is audited.
+    /// [`Broker::import`] and [`Broker::update`] do this themselves; an
+    /// HTTP layer calls it first so that a caller without the token gets
+    /// 401 before anything about its body is said.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unauthorized`] (401), [`Error::Storage`].
+    pub fn authorize_admin(
+        &self,
+        authorization: Option<&str>,
+        name: &str,
+        now: SystemTime,
+    ) -> Result<(), Error> {
+        self.check_admin(authorization, name, now)
+    }
+
+    /// Checks an `Authorization` header value (`Bearer <token>`) against
     /// the admin token, in constant time.
     fn check_admin(
         &self,

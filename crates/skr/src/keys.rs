@@ -122,6 +122,91 @@ impl KeyMaterial {
         Ok(KeyMaterial { kty, bytes, public })
     }
 
+    /// Reads a key file as the owner has it: `oct` as the raw key bytes;
+    /// RSA and EC as PKCS#8 (PEM `PRIVATE KEY` or DER), RSA also as PKCS#1
+    /// PEM (`RSA PRIVATE KEY`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadKey`] if the bytes are not a key of that type.
+    pub fn from_key_file(kty: KeyType, bytes: &[u8]) -> Result<Self, Error> {
+        if kty == KeyType::Oct {
+            return Self::from_bytes(kty, Zeroizing::new(bytes.to_vec()));
+        }
+        let der = if bytes.starts_with(b"-----BEGIN") {
+            let text = std::str::from_utf8(bytes)
+                .map_err(|_| Error::BadKey(KeyProblem::Encoding("PEM")))?;
+            let (label, der) = der::pem::decode_vec(text.trim().as_bytes())
+                .map_err(|_| Error::BadKey(KeyProblem::Encoding("PEM")))?;
+            let der = Zeroizing::new(der);
+            match (kty, label) {
+                (_, "PRIVATE KEY") => der,
+                (KeyType::Rsa, "RSA PRIVATE KEY") => {
+                    use rsa::pkcs1::DecodeRsaPrivateKey as _;
+                    let key = RsaPrivateKey::from_pkcs1_der(&der)
+                        .map_err(|_| Error::BadKey(KeyProblem::Encoding("PKCS#1")))?;
+                    let pkcs8 = key
+                        .to_pkcs8_der()
+                        .map_err(|_| Error::BadKey(KeyProblem::Encoding("PKCS#8")))?;
+                    Zeroizing::new(pkcs8.as_bytes().to_vec())
+                }
+                _ => return Err(Error::BadKey(KeyProblem::Encoding("PEM"))),
+            }
+        } else {
+            Zeroizing::new(bytes.to_vec())
+        };
+        Self::from_bytes(kty, der)
+    }
+
+    /// The private JWK that Key Vault's import takes (`kty` `oct-HSM`,
+    /// `RSA-HSM` or `EC-HSM`): what a client sends in
+    /// [`ImportKeyRequest::key`](crate::ImportKeyRequest). It holds the
+    /// secret: send it, never print or store it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadKey`] if the stored material no longer parses.
+    pub fn to_import_jwk(&self) -> Result<Value, Error> {
+        let mut jwk = self.public.clone();
+        jwk.insert("kty".into(), Value::String(self.kty.hsm_name().to_owned()));
+        match self.kty {
+            KeyType::Oct => {
+                jwk.insert("k".into(), b64(&self.bytes));
+            }
+            KeyType::Rsa => {
+                use rsa::pkcs8::DecodePrivateKey as _;
+                use rsa::traits::PrivateKeyParts as _;
+                let bad = || Error::BadKey(KeyProblem::Encoding("PKCS#8"));
+                let key = RsaPrivateKey::from_pkcs8_der(&self.bytes).map_err(|_| bad())?;
+                let [p, q] = key.primes() else {
+                    return Err(Error::BadKey(KeyProblem::Inconsistent("RSA")));
+                };
+                let uint = |v: &BigUint| b64(&Zeroizing::new(v.to_bytes_be()));
+                jwk.insert("d".into(), uint(key.d()));
+                jwk.insert("p".into(), uint(p));
+                jwk.insert("q".into(), uint(q));
+                if let (Some(dp), Some(dq), Some(qi)) = (key.dp(), key.dq(), key.crt_coefficient())
+                {
+                    jwk.insert("dp".into(), uint(dp));
+                    jwk.insert("dq".into(), uint(dq));
+                    jwk.insert("qi".into(), uint(&qi));
+                }
+            }
+            KeyType::Ec => {
+                use p256::pkcs8::DecodePrivateKey as _;
+                let bad = || Error::BadKey(KeyProblem::Encoding("PKCS#8"));
+                let d = if let Ok(secret) = p256::SecretKey::from_pkcs8_der(&self.bytes) {
+                    Zeroizing::new(secret.to_bytes().to_vec())
+                } else {
+                    let secret = p384::SecretKey::from_pkcs8_der(&self.bytes).map_err(|_| bad())?;
+                    Zeroizing::new(secret.to_bytes().to_vec())
+                };
+                jwk.insert("d".into(), b64(&d));
+            }
+        }
+        Ok(Value::Object(jwk))
+    }
+
     /// The key type.
     pub fn kty(&self) -> KeyType {
         self.kty

@@ -15,14 +15,12 @@
 //!
 //! The `rsa` crate (every version, 0.10 included: the advisory lists no
 //! patched version) has a timing side channel in private-key operations
-//! (the Marvin attack). `ring` signs but has no OAEP decryption; the crates
-//! that have one without the advisory are C bindings (`aws-lc-rs`,
-//! `openssl`, `boring`), which this project does not build. So exactly one
-//! function, [`oaep_decrypt`], uses `rsa` with a private key, with blinding
-//! on. The risk is acceptable there: it runs inside the workload, on an
-//! ephemeral key made for one start, to decrypt the one ciphertext the
-//! broker sent back; an attacker gets no decryption oracle to time. The
-//! key broker never decrypts with RSA and signs with `ring`.
+//! (the Marvin attack). `ring` signs but has no OAEP decryption, so OAEP
+//! decryption ([`unwrap_key`]) uses AWS-LC through `aws-lc-rs`, whose RSA
+//! decryption is constant-time. `rsa` is kept for public-key operations
+//! (OAEP encryption in [`wrap_key`]), key generation, and PEM/PKCS#8
+//! encoding, none of which the advisory concerns. The key broker signs
+//! with `ring`.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -201,6 +199,8 @@ impl WrappingPublicKey {
 /// drop; never printed.
 pub struct WrappingPrivateKey {
     key: RsaPrivateKey,
+    /// The same key in AWS-LC, for the one private-key operation.
+    oaep: aws_lc_rs::rsa::OaepPrivateDecryptingKey,
 }
 
 impl std::fmt::Debug for WrappingPrivateKey {
@@ -226,7 +226,7 @@ impl WrappingPrivateKey {
         }
         let key = RsaPrivateKey::new(&mut OsRng, bits)
             .map_err(|_| Error::Crypto("RSA key generation failed"))?;
-        Ok(WrappingPrivateKey { key })
+        WrappingPrivateKey::from_rsa(key)
     }
 
     /// From PEM: PKCS#8 (`PRIVATE KEY`) or PKCS#1 (`RSA PRIVATE KEY`).
@@ -239,7 +239,7 @@ impl WrappingPrivateKey {
             .or_else(|_| RsaPrivateKey::from_pkcs1_pem(pem))
             .map_err(|_| Error::BadKey(KeyProblem::Encoding("RSA private key PEM")))?;
         check_size(&key.to_public_key())?;
-        Ok(WrappingPrivateKey { key })
+        WrappingPrivateKey::from_rsa(key)
     }
 
     /// From PKCS#8 DER.
@@ -251,7 +251,18 @@ impl WrappingPrivateKey {
         let key = RsaPrivateKey::from_pkcs8_der(der)
             .map_err(|_| Error::BadKey(KeyProblem::Encoding("PKCS#8")))?;
         check_size(&key.to_public_key())?;
-        Ok(WrappingPrivateKey { key })
+        WrappingPrivateKey::from_rsa(key)
+    }
+
+    fn from_rsa(key: RsaPrivateKey) -> Result<Self, Error> {
+        let der = key
+            .to_pkcs8_der()
+            .map_err(|_| Error::Crypto("PKCS#8 encoding failed"))?;
+        let private = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(der.as_bytes())
+            .map_err(|_| Error::BadKey(KeyProblem::Encoding("PKCS#8")))?;
+        let oaep = aws_lc_rs::rsa::OaepPrivateDecryptingKey::new(private)
+            .map_err(|_| Error::BadKey(KeyProblem::Encoding("PKCS#8")))?;
+        Ok(WrappingPrivateKey { key, oaep })
     }
 
     /// PKCS#8 PEM, for handing the key to another process.
@@ -392,19 +403,27 @@ pub fn unwrap_key(
     Ok(out)
 }
 
-/// The one RSA private-key operation of this crate (see the module docs on
-/// RUSTSEC-2023-0071 for why `rsa` is used here and why that is
-/// acceptable). Blinded; errors are coarse.
+/// The one RSA private-key operation of this crate, in AWS-LC (see the
+/// module docs on RUSTSEC-2023-0071). Errors are coarse.
 fn oaep_decrypt(
     private: &WrappingPrivateKey,
     algorithm: WrapAlgorithm,
     ciphertext: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, Error> {
-    private
-        .key
-        .decrypt_blinded(&mut OsRng, algorithm.oaep(), ciphertext)
-        .map(Zeroizing::new)
-        .map_err(|_| Error::Unwrap)
+    use aws_lc_rs::rsa::{OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OAEP_SHA384_MGF1SHA384};
+    let oaep = match algorithm {
+        WrapAlgorithm::RsaAesKeyWrap => &OAEP_SHA1_MGF1SHA1,
+        WrapAlgorithm::RsaAesKeyWrap256 => &OAEP_SHA256_MGF1SHA256,
+        WrapAlgorithm::RsaAesKeyWrap384 => &OAEP_SHA384_MGF1SHA384,
+    };
+    let mut out = Zeroizing::new(vec![0u8; private.oaep.min_output_size()]);
+    let len = private
+        .oaep
+        .decrypt(oaep, ciphertext, &mut out, None)
+        .map_err(|_| Error::Unwrap)?
+        .len();
+    out.truncate(len);
+    Ok(out)
 }
 
 /// The disk key the encfs sidecar derives from a released `RSA-HSM` key:

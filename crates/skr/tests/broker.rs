@@ -901,3 +901,61 @@ fn run_python(script: &str, input: &Value) -> Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// A key file (raw oct bytes, PKCS#8 or PKCS#1 PEM, DER) becomes the
+/// private JWK a client imports, and the broker reads back exactly the
+/// same key material from that JWK.
+#[test]
+fn key_files_become_import_jwks_that_read_back_identically() {
+    use rsa::pkcs1::EncodeRsaPrivateKey as _;
+    use rsa::pkcs8::{EncodePrivateKey as _, LineEnding};
+    let rsa_key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+    let ec_key = p256::SecretKey::random(&mut rsa::rand_core::OsRng);
+    let cases: Vec<(KeyType, Vec<u8>, &str)> = vec![
+        (KeyType::Oct, vec![9u8; 32], "oct-HSM"),
+        (
+            KeyType::Rsa,
+            rsa_key
+                .to_pkcs8_pem(LineEnding::LF)
+                .unwrap()
+                .as_bytes()
+                .to_vec(),
+            "RSA-HSM",
+        ),
+        (
+            KeyType::Rsa,
+            rsa_key
+                .to_pkcs1_pem(LineEnding::LF)
+                .unwrap()
+                .as_bytes()
+                .to_vec(),
+            "RSA-HSM",
+        ),
+        (
+            KeyType::Rsa,
+            rsa_key.to_pkcs8_der().unwrap().as_bytes().to_vec(),
+            "RSA-HSM",
+        ),
+        (
+            KeyType::Ec,
+            ec_key
+                .to_pkcs8_pem(LineEnding::LF)
+                .unwrap()
+                .as_bytes()
+                .to_vec(),
+            "EC-HSM",
+        ),
+    ];
+    for (kty, file, name) in cases {
+        let material = KeyMaterial::from_key_file(kty, &file).unwrap();
+        let jwk = material.to_import_jwk().unwrap();
+        assert_eq!(jwk["kty"], name);
+        let back = KeyMaterial::from_jwk(&jwk).unwrap();
+        assert_eq!(back.bytes(), material.bytes(), "{name}");
+        assert_eq!(back.public_jwk(), material.public_jwk(), "{name}");
+    }
+    // The wrong kind of file is a typed error, not a panic.
+    assert!(KeyMaterial::from_key_file(KeyType::Oct, &[1u8; 31]).is_err());
+    assert!(KeyMaterial::from_key_file(KeyType::Rsa, b"-----BEGIN NOTHING-----").is_err());
+    assert!(KeyMaterial::from_key_file(KeyType::Ec, &[0u8; 40]).is_err());
+}

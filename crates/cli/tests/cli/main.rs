@@ -4,6 +4,7 @@
 
 mod attest;
 mod attest_serve;
+mod client;
 mod common;
 mod deploy;
 mod encfs;
