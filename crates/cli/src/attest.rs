@@ -163,7 +163,7 @@ pub(crate) struct TokenVerifyArgs {
     leeway: u64,
 }
 
-fn http_url(s: &str) -> Result<String, String> {
+pub(crate) fn http_url(s: &str) -> Result<String, String> {
     if (s.starts_with("https://") || s.starts_with("http://")) && !s.contains(char::is_whitespace) {
         Ok(s.to_owned())
     } else {
@@ -333,7 +333,7 @@ fn token_verify(a: &TokenVerifyArgs) -> Result<()> {
 /// A token given on the command line: `-` (standard input), a file, or the
 /// token itself. A compact JWS is base64url and dots, never a `/`, so an
 /// argument with a `/` is always a path.
-fn token_text(arg: &str) -> Result<String> {
+pub(crate) fn token_text(arg: &str) -> Result<String> {
     let path = Path::new(arg);
     let looks_like_token = arg.split('.').count() == 3
         && arg

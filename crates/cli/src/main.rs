@@ -30,6 +30,7 @@ mod policy;
 mod policy_check;
 mod progress;
 mod skr;
+mod skr_http;
 mod summarize;
 mod workload;
 
@@ -59,7 +60,7 @@ enum Command {
     /// CCE policies for Confidential ACI, byte-identical to az confcom.
     #[command(subcommand)]
     Policy(policy::Command),
-    /// Secure key release: release policies and the key broker's audit log.
+    /// Secure key release: release policies, a key broker and its client.
     #[command(subcommand)]
     Skr(skr::Command),
     /// Deployment files for Azure Confidential Container Instances.

@@ -1,4 +1,5 @@
-//! `confsum skr`: release policies and the key broker's audit log, offline.
+//! `confsum skr`: release policies, the key broker (`serve`) and its
+//! client (`import`, `release`), and the broker's audit log.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -17,13 +18,16 @@ use serde_json::Value;
 use crate::fsio::Output;
 
 /// Exit status of `skr check` when the policy refuses the token.
-const EXIT_DENIED: u8 = 3;
+pub(crate) const EXIT_DENIED: u8 = 3;
 
 /// Secure key release: release policies and the key broker's audit log.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     Policy(PolicyArgs),
     Check(CheckArgs),
+    Serve(crate::skr_http::ServeArgs),
+    Import(crate::skr_http::ImportArgs),
+    Release(crate::skr_http::ReleaseArgs),
     #[command(subcommand)]
     Audit(AuditCommand),
 }
@@ -127,6 +131,9 @@ pub(crate) fn run(command: &Command) -> Result<ExitCode> {
     match command {
         Command::Policy(a) => policy(a).map(|()| ExitCode::SUCCESS),
         Command::Check(a) => check(a),
+        Command::Serve(a) => crate::skr_http::serve(a).map(|()| ExitCode::SUCCESS),
+        Command::Import(a) => crate::skr_http::import(a).map(|()| ExitCode::SUCCESS),
+        Command::Release(a) => crate::skr_http::release(a),
         Command::Audit(AuditCommand::Verify(a)) => audit_verify(a).map(|()| ExitCode::SUCCESS),
     }
 }

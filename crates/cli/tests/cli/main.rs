@@ -15,6 +15,7 @@ mod outputs;
 mod policy;
 mod policy_check;
 mod skr;
+mod skr_serve;
 mod summarize;
 mod summarize_limits;
 mod version;
