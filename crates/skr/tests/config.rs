@@ -6,11 +6,8 @@ use base64::Engine as _;
 use confsum_skr::{ClaimCondition, Error, ImportKeyConfig, Secret, SidecarArgs};
 
 fn vector(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../../../shared/vectors/aci/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    let path = confsum_testkit::shared_vectors().join("aci").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 #[test]

@@ -159,16 +159,14 @@ fn policy_then_check() {
     );
     let out = confsum(&["skr", "check", "--policy", &b64_path, "--token", &good]);
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
-    let config = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/vectors/aci/importkeyconfig.json"),
-    )
-    .unwrap()
-    .replace("<authority-of-key-imported-to-akv>", "attest.local")
-    .replace(
-        "<hash-digest-of-the-security-policy>",
-        &hex::encode(HOST_DATA),
-    );
+    let config =
+        std::fs::read_to_string(crate::common::vectors("aci").join("importkeyconfig.json"))
+            .unwrap()
+            .replace("<authority-of-key-imported-to-akv>", "attest.local")
+            .replace(
+                "<hash-digest-of-the-security-policy>",
+                &hex::encode(HOST_DATA),
+            );
     let config_path = write(dir.path(), "importkeyconfig.json", &config);
     let out = confsum(&["skr", "check", "--policy", &config_path, "--token", &good]);
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));

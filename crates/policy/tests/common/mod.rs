@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use sha2::{Digest, Sha256};
 
 pub(crate) fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
+    confsum_testkit::shared_vectors().join("..")
 }
 
 pub(crate) fn vectors() -> PathBuf {
