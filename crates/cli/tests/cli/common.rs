@@ -1,6 +1,6 @@
 //! What every module here shares: the binary, the vectors, the real tools.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use confsum_testkit::Cmd;
 
@@ -28,4 +28,21 @@ pub(crate) fn summarize_fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../summarize/testdata")
         .join(name)
+}
+
+/// A `docker save` archive (Docker >= 25 layout) named `name` in `dir`, of
+/// `reference` with the policy vectors' config and the given layer vectors,
+/// made by the shared mkimage.py.
+pub(crate) fn docker_archive(dir: &Path, name: &str, reference: &str, layers: &[&str]) -> PathBuf {
+    let out = dir.join(name);
+    Cmd::new("python3")
+        .arg(vectors("../tools/mkimage.py"))
+        .arg(&out)
+        .arg(reference)
+        .arg(vectors("policy/image-config.json"))
+        .args(layers.iter().map(|l| vectors(&format!("layers/{l}.tar"))))
+        .args(["--format", "oci"])
+        .run()
+        .success();
+    out
 }

@@ -21,22 +21,6 @@ const HSM: &str = "ownerhsm.managedhsm.azure.net";
 const MAA: &str = "sharedeus.eus.attest.azure.net";
 const IDENTITY: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/summarizer";
 
-/// A `docker save` archive (Docker 25 layout) of `reference`.
-fn archive(dir: &Path, name: &str, reference: &str, layers: &[&str]) -> PathBuf {
-    let out = dir.join(name);
-    let shared = vectors("..");
-    confsum_testkit::Cmd::new("python3")
-        .arg(shared.join("tools/mkimage.py"))
-        .arg(&out)
-        .arg(reference)
-        .arg(vectors("policy/image-config.json"))
-        .args(layers.iter().map(|l| vectors(&format!("layers/{l}.tar"))))
-        .args(["--format", "oci"])
-        .run()
-        .success();
-    out
-}
-
 struct Images {
     _dir: tempfile::TempDir,
     args: Vec<String>,
@@ -44,13 +28,14 @@ struct Images {
 
 fn images() -> Images {
     let dir = tempfile::tempdir().unwrap();
-    let app = archive(
+    let app = crate::common::docker_archive(
         dir.path(),
         "app.tar",
         APP,
         &["single-file", "links", "whiteouts"],
     );
-    let sidecar = archive(dir.path(), "sidecar.tar", SIDECAR, &["single-file"]);
+    let sidecar =
+        crate::common::docker_archive(dir.path(), "sidecar.tar", SIDECAR, &["single-file"]);
     let args = vec![
         "--image".into(),
         format!("{APP}={}", app.display()),

@@ -214,20 +214,6 @@ fn sealed(d: &Path) {
     }
 }
 
-/// The policy vectors' image as a docker archive (the shared mkimage.py).
-fn oracle_archive(out: &Path) {
-    let shared = confsum_testkit::shared_vectors().join("..");
-    Cmd::new("python3")
-        .arg(shared.join("tools/mkimage.py"))
-        .arg(out)
-        .arg("confsum/oracle:v1")
-        .arg(vectors("policy/image-config.json"))
-        .args(["single-file", "links", "whiteouts"].map(|l| vectors(&format!("layers/{l}.tar"))))
-        .args(["--format", "oci"])
-        .run()
-        .success();
-}
-
 fn writers() -> Vec<Writer> {
     vec![
         Writer {
@@ -341,7 +327,12 @@ fn writers() -> Vec<Writer> {
                     d.join("template.json"),
                 )
                 .unwrap();
-                oracle_archive(&d.join("oracle.tar"));
+                common::docker_archive(
+                    d,
+                    "oracle.tar",
+                    "confsum/oracle:v1",
+                    &["single-file", "links", "whiteouts"],
+                );
                 fs::create_dir(d.join("cache")).unwrap();
             },
             out: ("deploy.json", false),

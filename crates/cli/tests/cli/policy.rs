@@ -26,20 +26,12 @@ fn confsum(args: &[&str]) -> Output {
 
 /// The vector image as a Docker >= 25 `docker save` archive (mkimage.py).
 fn archive(dir: &Path) -> PathBuf {
-    let out = dir.join("oracle.tar");
-    let layers = ["single-file", "links", "whiteouts"]
-        .map(|l| shared().join(format!("vectors/layers/{l}.tar")));
-    let status = Command::new("python3")
-        .arg(shared().join("tools/mkimage.py"))
-        .arg(&out)
-        .arg("confsum/oracle:v1")
-        .arg(shared().join("vectors/policy/image-config.json"))
-        .args(layers)
-        .args(["--format", "oci"])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    out
+    crate::common::docker_archive(
+        dir,
+        "oracle.tar",
+        "confsum/oracle:v1",
+        &["single-file", "links", "whiteouts"],
+    )
 }
 
 fn s(p: &Path) -> &str {
