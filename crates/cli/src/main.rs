@@ -11,6 +11,7 @@
 //! - `skr`: release policies and the key broker's audit log (`confsum-skr`);
 //! - `deploy azure`: the files of an Azure deployment, and their check
 //!   (`confsum-policy` and `confsum-skr`);
+//! - `demo`: the whole flow on one machine, every party narrated;
 //! - `serve` and `client`: the attested workload's HTTP API and the
 //!   consumer's checks of it (`confsum-workload`).
 //!
@@ -27,6 +28,7 @@
 )]
 
 mod attest;
+mod demo;
 mod deploy;
 mod encfs;
 mod fsio;
@@ -71,6 +73,7 @@ enum Command {
     /// Deployment files for Azure Confidential Container Instances.
     #[command(subcommand)]
     Deploy(deploy::Command),
+    Demo(demo::Args),
     Serve(workload::ServeArgs),
     /// The consumer: verify a workload before trusting its answers.
     #[command(subcommand)]
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
         Command::Policy(command) => policy::run(&command),
         Command::Skr(command) => skr::run(&command),
         Command::Deploy(command) => deploy::run(&command),
+        Command::Demo(args) => demo::run(&args),
         Command::Serve(args) => workload::serve(&args),
         Command::Client(command) => workload::client(&command),
     };

@@ -179,7 +179,7 @@ fn restart_with_threads(n: usize) -> Result<()> {
 }
 
 /// A folder is used as is; anything else is a hub id.
-fn resolve_model(model: &str) -> Result<PathBuf> {
+pub(crate) fn resolve_model(model: &str) -> Result<PathBuf> {
     let path = Path::new(model);
     if path.is_dir() {
         return Ok(path.to_owned());

@@ -33,11 +33,20 @@ fn pending() -> std::sync::MutexGuard<'static, Vec<(PathBuf, bool)>> {
 
 fn remove(path: &Path, tree: bool) {
     // Best effort: the path may already be gone or renamed into place.
-    let _ = if tree {
-        std::fs::remove_dir_all(path)
-    } else {
-        std::fs::remove_file(path)
-    };
+    if !tree {
+        let _ = std::fs::remove_file(path);
+        return;
+    }
+    // Threads still running (`confsum demo`'s servers) may create a file
+    // in the tree while it is being removed; try again a few times.
+    for _ in 0..5 {
+        match std::fs::remove_dir_all(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            _ => return,
+        }
+    }
 }
 
 /// Something this run created that must not outlive a failure: a new key
