@@ -290,8 +290,7 @@ fn write_files(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
 /// The .txt files of `dir`, sorted by name.
 fn read_documents(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?
-    {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.ends_with(".txt") && entry.file_type()?.is_file() {
@@ -392,7 +391,10 @@ fn generate_policy(template: &str, archive: &Path) -> Result<(String, String, Ve
     )
     .context("cannot generate the CCE policy")?;
     let [group] = generated.groups.as_slice() else {
-        bail!("the template holds {} container groups, not 1", generated.groups.len());
+        bail!(
+            "the template holds {} container groups, not 1",
+            generated.groups.len()
+        );
     };
     let layers = group
         .policy
@@ -464,16 +466,18 @@ impl World<'_> {
                 if who != actor {
                     let _ = self.narrator.step(who, &what);
                 }
-                let _ = self
-                    .narrator
-                    .step(actor, &crate::workload::describe(&step));
+                let _ = self.narrator.step(actor, &crate::workload::describe(&step));
             },
         )
     }
 }
 
 /// The model folder and its name, and the note its summaries carry.
-fn model(args: &Args, tmp: &Path, narrator: &Narrator) -> Result<(PathBuf, String, Option<String>)> {
+fn model(
+    args: &Args,
+    tmp: &Path,
+    narrator: &Narrator,
+) -> Result<(PathBuf, String, Option<String>)> {
     if let Some(model) = &args.model {
         let dir = crate::summarize::resolve_model(model)?;
         narrator.step("operator", &format!("uses the model {model}"))?;
@@ -519,9 +523,14 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode> {
     drop(tmp);
     let result = outcome?;
     narrator.section("result")?;
-    narrator.step("demo", "every step went as expected; temporary state removed")?;
-    narrator.event(&json!({"event": "result", "ok": true, "releases": result.releases,
-        "refused": result.refused, "audit_records": result.audit_records}))?;
+    narrator.step(
+        "demo",
+        "every step went as expected; temporary state removed",
+    )?;
+    narrator.event(
+        &json!({"event": "result", "ok": true, "releases": result.releases,
+        "refused": result.refused, "audit_records": result.audit_records}),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -533,6 +542,13 @@ struct Outcome {
 
 fn flow(args: &Args, tmp: &Path, narrator: &Narrator) -> Result<Outcome> {
     let replicas = usize::from(args.replicas);
+    let documents = match &args.documents {
+        Some(dir) => read_documents(dir)?,
+        None => DOCUMENTS
+            .iter()
+            .map(|(n, b)| ((*n).to_owned(), b.to_vec()))
+            .collect(),
+    };
     let (model_dir, model_name, note) = model(args, tmp, narrator)?;
 
     // --- The local services.
@@ -589,13 +605,6 @@ fn flow(args: &Args, tmp: &Path, narrator: &Narrator) -> Result<Outcome> {
 
     // --- Owner: seal.
     narrator.section("owner: seal the documents")?;
-    let documents = match &args.documents {
-        Some(dir) => read_documents(dir)?,
-        None => DOCUMENTS
-            .iter()
-            .map(|(n, b)| ((*n).to_owned(), b.to_vec()))
-            .collect(),
-    };
     let plain = tmp.join("owner/documents");
     let refs: Vec<(&str, &[u8])> = documents
         .iter()
@@ -692,8 +701,8 @@ fn flow(args: &Args, tmp: &Path, narrator: &Narrator) -> Result<Outcome> {
         }),
         tags: None,
     };
-    let admin_hsm = HsmClient::with_ca_pem(&broker_url, ca.cert_pem().as_bytes())?
-        .bearer(Some(admin.clone()));
+    let admin_hsm =
+        HsmClient::with_ca_pem(&broker_url, ca.cert_pem().as_bytes())?.bearer(Some(admin.clone()));
     narrator.step(
         "owner",
         &format!(
@@ -712,7 +721,10 @@ fn flow(args: &Args, tmp: &Path, narrator: &Narrator) -> Result<Outcome> {
     let bundle = admin_hsm
         .import(KEY_NAME, &request)
         .context("the owner cannot import the key")?;
-    narrator.step("key broker", &format!("stored the key as {}", bundle.key.kid))?;
+    narrator.step(
+        "key broker",
+        &format!("stored the key as {}", bundle.key.kid),
+    )?;
     drop(key);
 
     let world = World {
@@ -841,7 +853,10 @@ fn flow(args: &Args, tmp: &Path, narrator: &Narrator) -> Result<Outcome> {
             ),
         )?;
         for s in &payload.summaries {
-            let label = payload.note.as_deref().map_or(String::new(), |n| format!(" [{n}]"));
+            let label = payload
+                .note
+                .as_deref()
+                .map_or(String::new(), |n| format!(" [{n}]"));
             if narrator.json {
                 narrator.event(&json!({"event": "summary", "workload": actor,
                     "document": s.document, "summary": s.summary, "note": payload.note,
@@ -899,7 +914,11 @@ fn flow(args: &Args, tmp: &Path, narrator: &Narrator) -> Result<Outcome> {
     };
     narrator.step(
         "key broker",
-        &format!("refused: HTTP 403 {}: {}", remote_code(&refused), refused.message),
+        &format!(
+            "refused: HTTP 403 {}: {}",
+            remote_code(&refused),
+            refused.message
+        ),
     )?;
     ensure!(
         refused.message.contains("x-ms-sevsnpvm-hostdata")
@@ -993,7 +1012,10 @@ fn flow(args: &Args, tmp: &Path, narrator: &Narrator) -> Result<Outcome> {
         "the audit log shows {} releases for {replicas} workloads",
         releases.len()
     );
-    ensure!(denials == 1, "the audit log shows {denials} refusals, not 1");
+    ensure!(
+        denials == 1,
+        "the audit log shows {denials} refusals, not 1"
+    );
     narrator.detail(&format!(
         "{} releases for {replicas} workloads; 1 refusal (host_data {other_host_data})",
         releases.len()

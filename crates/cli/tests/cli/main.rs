@@ -6,6 +6,7 @@ mod attest;
 mod attest_serve;
 mod client;
 mod common;
+mod demo;
 mod deploy;
 mod encfs;
 mod encfs_keys;
