@@ -275,13 +275,25 @@ fn loopback() -> Result<Server> {
     )))?)
 }
 
-fn write_files(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
+/// Writes `files` under `root/prefix`, making folders below `root` only:
+/// if Ctrl-C's handler has removed `root` meanwhile, this fails instead of
+/// making it again.
+fn write_files(root: &Path, prefix: &str, files: &[(&str, &[u8])]) -> Result<()> {
     for (name, bytes) in files {
-        let path = dir.join(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
+        let relative = Path::new(prefix).join(name);
+        let mut dir = root.to_path_buf();
+        if let Some(parent) = relative.parent() {
+            for part in parent.components() {
+                dir.push(part);
+                match std::fs::create_dir(&dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                        return Err(e).with_context(|| format!("cannot create {}", dir.display()));
+                    }
+                    _ => {}
+                }
+            }
         }
+        let path = root.join(&relative);
         std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
@@ -467,6 +479,23 @@ impl World<'_> {
                     let _ = self.narrator.step(who, &what);
                 }
                 let _ = self.narrator.step(actor, &crate::workload::describe(&step));
+                // What it sends next (the steps report what is done).
+                let sends = match &step {
+                    confsum_workload::Step::Evidence { .. } => format!(
+                        "sends POST {}/attest/SevSnpVM?api-version=2020-10-01: {{report (the \
+                         evidence), runtimeData (both public keys, as JWKS)}}",
+                        self.attest_url
+                    ),
+                    confsum_workload::Step::Attested => format!(
+                        "sends POST {}/keys/{KEY_NAME}/release?api-version=7.4: {{\"target\": \
+                         the token}}, as the confidential sidecar does",
+                        self.broker_url
+                    ),
+                    _ => String::new(),
+                };
+                if !sends.is_empty() {
+                    let _ = self.narrator.detail(&sends);
+                }
             },
         )
     }
@@ -484,7 +513,7 @@ fn model(
         return Ok((dir, model.clone(), None));
     }
     let dir = tmp.join("model");
-    write_files(&dir, TINY_MODEL)?;
+    write_files(tmp, "model", TINY_MODEL)?;
     narrator.step(
         "operator",
         "no --model given, and no real summarization model can be had offline: using the \
@@ -610,7 +639,7 @@ fn flow(args: &Args, tmp: &Path, narrator: &Narrator) -> Result<Outcome> {
         .iter()
         .map(|(n, b)| (n.as_str(), b.as_slice()))
         .collect();
-    write_files(&plain, &refs)?;
+    write_files(tmp, "owner/documents", &refs)?;
     let total: usize = documents.iter().map(|(_, b)| b.len()).sum();
     narrator.step(
         "owner",
@@ -647,7 +676,7 @@ fn flow(args: &Args, tmp: &Path, narrator: &Narrator) -> Result<Outcome> {
     narrator.section("operator: build the workload image and its policy")?;
     let (archive, layer_digest) = docker_archive()?;
     let archive_path = tmp.join("operator/workload.tar");
-    write_files(tmp, &[("operator/workload.tar", &archive)])?;
+    write_files(tmp, "operator", &[("workload.tar", &archive)])?;
     narrator.step(
         "operator",
         &format!(
