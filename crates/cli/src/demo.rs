@@ -1083,6 +1083,30 @@ mod tests {
         let names: Vec<&str> = on_disk.iter().map(|(n, _)| n.as_str()).collect();
         let embedded: Vec<&str> = DOCUMENTS.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, embedded);
+        for ((_, disk), (_, built_in)) in on_disk.iter().zip(DOCUMENTS) {
+            assert_eq!(disk.as_slice(), *built_in);
+        }
+    }
+
+    #[test]
+    fn embedded_rootfs_is_the_whole_example() {
+        fn files(root: &Path, dir: &Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    files(root, &path, out);
+                } else {
+                    let rel = path.strip_prefix(root).unwrap();
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/workload/rootfs");
+        let mut on_disk = Vec::new();
+        files(&root, &root, &mut on_disk);
+        on_disk.sort();
+        let embedded: Vec<String> = ROOTFS.iter().map(|(n, _)| (*n).to_owned()).collect();
+        assert_eq!(on_disk, embedded);
     }
 
     #[test]
