@@ -1007,10 +1007,16 @@ fn flow(args: &Args, tmp: &Path, narrator: &Narrator) -> Result<Outcome> {
         .iter()
         .filter(|r| r.event == AuditEvent::Release && r.key == KEY_NAME)
         .collect();
-    let denials = records
+    let denied: Vec<&AuditRecord> = records
         .iter()
         .filter(|r| r.event == AuditEvent::Deny && r.key == KEY_NAME)
-        .count();
+        .collect();
+    let denials = denied.len();
+    let denied_host_data = denied
+        .first()
+        .and_then(|r| r.token.as_ref())
+        .and_then(|t| t.host_data.as_deref())
+        .unwrap_or("(none)");
     for (actor, jti) in &jtis {
         let mine: Vec<&&AuditRecord> = releases
             .iter()
@@ -1045,8 +1051,13 @@ fn flow(args: &Args, tmp: &Path, narrator: &Narrator) -> Result<Outcome> {
         denials == 1,
         "the audit log shows {denials} refusals, not 1"
     );
+    ensure!(
+        denied_host_data == other_host_data,
+        "the refusal is logged with host_data {denied_host_data}, not {other_host_data}"
+    );
     narrator.detail(&format!(
-        "{} releases for {replicas} workloads; 1 refusal (host_data {other_host_data})",
+        "releases: {} for {replicas} workloads; refusals: 1, logged with host_data \
+         {denied_host_data}",
         releases.len()
     ))?;
     narrator.event(&json!({"event": "audit", "records": report.records,
