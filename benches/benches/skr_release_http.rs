@@ -4,9 +4,16 @@
 //! answer, and the client's JWS and chain check. Against the same release
 //! in process (`Broker::release_token`, no HTTP), in the same run.
 //!
-//! After criterion, it prints the latency percentiles of 2000 sequential
-//! releases and the throughput of 8 client threads, because the targets
-//! are a p99 and a rate, which criterion does not report.
+//! Every measurement runs twice in one process, on two brokers that differ
+//! only in how they commit audit records: `per_record` (one redb write
+//! transaction and fsync per release, `BrokerConfig::group_commit` off)
+//! and `group` (concurrent releases share one; the default).
+//!
+//! After criterion, it prints the latency percentiles of sequential
+//! releases and the throughput (and latency) of 8 and 32 client threads,
+//! because the targets are a p99 and a rate, which criterion does not
+//! report. `SKR_BENCH_RELEASES` sets how many releases each of those runs
+//! makes (default 2000).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -26,19 +33,32 @@ use criterion::{Criterion, criterion_group, criterion_main};
 const ISSUER: &str = "https://attest.local";
 const ADMIN: &str = "bench-admin-token-0123";
 
-fn bench(c: &mut Criterion) {
+/// A broker behind its own loopback server, with a key to release and a
+/// client and token that get it.
+struct Env {
+    name: &'static str,
+    broker: Arc<Broker>,
+    trusted: Arc<dyn TokenCheck>,
+    hsm: HsmClient,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+fn env(name: &'static str, group_commit: bool) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let url = server.url();
     let endpoint = server.local_addr().to_string();
     let (signer, ca) =
         SigningIdentity::generate_with_local_ca(&[&endpoint], SystemTime::now()).unwrap();
+    let mut config = BrokerConfig::new(&url);
+    config.group_commit = group_commit;
     let broker = Arc::new(
         Broker::open(
             &dir.path().join("broker.redb"),
             &MasterKey::generate().unwrap(),
             signer,
-            BrokerConfig::new(&url),
+            config,
         )
         .unwrap(),
     );
@@ -94,11 +114,6 @@ fn bench(c: &mut Criterion) {
     let token = attestation
         .issue(&claims, SystemTime::now(), Duration::from_secs(3600))
         .unwrap();
-    let request = ReleaseRequest {
-        target: token.clone(),
-        enc: None,
-        nonce: None,
-    };
     assert_eq!(
         hsm.release("docs", &token)
             .unwrap()
@@ -107,65 +122,125 @@ fn bench(c: &mut Criterion) {
             .as_slice(),
         [7u8; 32]
     );
+    Env {
+        name,
+        broker,
+        trusted,
+        hsm,
+        token,
+        _dir: dir,
+    }
+}
 
-    let mut g = c.benchmark_group("skr_release_http");
-    g.bench_function("in_process_release_token", |b| {
-        b.iter(|| {
-            black_box(
-                broker
-                    .release_token("docs", &request, trusted.as_ref(), SystemTime::now())
-                    .unwrap(),
-            )
-        })
-    });
-    g.bench_function("loopback_http_release_verified", |b| {
-        b.iter(|| black_box(hsm.release("docs", &token).unwrap()))
-    });
-    g.finish();
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
 
-    // Sequential latency percentiles.
-    let mut latencies: Vec<Duration> = (0..2000)
-        .map(|_| {
-            let start = Instant::now();
-            black_box(hsm.release("docs", &token).unwrap());
-            start.elapsed()
-        })
-        .collect();
-    latencies.sort();
-    let pct = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
-    println!(
-        "skr_release_http sequential: n={} p50={:?} p90={:?} p99={:?} max={:?}",
-        latencies.len(),
-        pct(50),
-        pct(90),
-        pct(99),
-        latencies[latencies.len() - 1]
-    );
-
-    // Throughput with 8 client threads.
-    let threads = 8;
-    let per_thread = 250;
+/// `releases` releases from `clients` threads at once: the rate, and the
+/// latency percentiles of the releases.
+fn load(env: &Env, clients: usize, releases: usize) -> (f64, Vec<Duration>) {
+    let per_client = releases.div_ceil(clients);
     let start = Instant::now();
-    let handles: Vec<_> = (0..threads)
+    let handles: Vec<_> = (0..clients)
         .map(|_| {
-            let hsm = hsm.clone();
-            let token = token.clone();
+            let hsm = env.hsm.clone();
+            let token = env.token.clone();
             std::thread::spawn(move || {
-                for _ in 0..per_thread {
-                    black_box(hsm.release("docs", &token).unwrap());
-                }
+                (0..per_client)
+                    .map(|_| {
+                        let t = Instant::now();
+                        black_box(hsm.release("docs", &token).unwrap());
+                        t.elapsed()
+                    })
+                    .collect::<Vec<_>>()
             })
         })
         .collect();
-    for handle in handles {
-        handle.join().unwrap();
-    }
+    let mut latencies: Vec<Duration> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     let elapsed = start.elapsed();
-    println!(
-        "skr_release_http concurrent: {threads} threads x {per_thread} releases in {elapsed:?} = {:.0} releases/s",
-        f64::from(threads * per_thread) / elapsed.as_secs_f64()
-    );
-    assert!(broker.verify_audit().is_ok());
+    latencies.sort();
+    (latencies.len() as f64 / elapsed.as_secs_f64(), latencies)
+}
+
+fn bench(c: &mut Criterion) {
+    let envs = [env("per_record", false), env("group", true)];
+    let releases: usize = std::env::var("SKR_BENCH_RELEASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2000);
+
+    let mut g = c.benchmark_group("skr_release_http");
+    for e in &envs {
+        let request = ReleaseRequest {
+            target: e.token.clone(),
+            enc: None,
+            nonce: None,
+        };
+        g.bench_function(format!("in_process_release_token/{}", e.name), |b| {
+            b.iter(|| {
+                black_box(
+                    e.broker
+                        .release_token("docs", &request, e.trusted.as_ref(), SystemTime::now())
+                        .unwrap(),
+                )
+            })
+        });
+        g.bench_function(format!("loopback_http_release_verified/{}", e.name), |b| {
+            b.iter(|| black_box(e.hsm.release("docs", &e.token).unwrap()))
+        });
+    }
+    g.finish();
+
+    // Sequential latency percentiles, the two brokers alternating in
+    // blocks so that both see the same background load.
+    let mut sequential = [Vec::new(), Vec::new()];
+    for _ in 0..10 {
+        for (e, latencies) in envs.iter().zip(&mut sequential) {
+            latencies.extend((0..releases / 10).map(|_| {
+                let start = Instant::now();
+                black_box(e.hsm.release("docs", &e.token).unwrap());
+                start.elapsed()
+            }));
+        }
+    }
+    for (e, latencies) in envs.iter().zip(&mut sequential) {
+        latencies.sort();
+        println!(
+            "skr_release_http sequential {:<10}: n={} p50={:.2?} p90={:.2?} p99={:.2?} max={:.2?} = {:.0} releases/s",
+            e.name,
+            latencies.len(),
+            percentile(latencies, 50),
+            percentile(latencies, 90),
+            percentile(latencies, 99),
+            latencies[latencies.len() - 1],
+            latencies.len() as f64 / latencies.iter().sum::<Duration>().as_secs_f64(),
+        );
+    }
+
+    // Throughput (and latency under load) with concurrent clients.
+    for clients in [8, 32] {
+        for e in &envs {
+            let (rate, latencies) = load(e, clients, releases);
+            println!(
+                "skr_release_http concurrent {:<10}: {clients:>2} clients, n={} p50={:.2?} p99={:.2?} = {rate:.0} releases/s",
+                e.name,
+                latencies.len(),
+                percentile(&latencies, 50),
+                percentile(&latencies, 99),
+            );
+        }
+    }
+
+    for e in &envs {
+        let report = e.broker.verify_audit().unwrap();
+        println!(
+            "skr_release_http audit log {:<10}: {} records verify",
+            e.name, report.records
+        );
+    }
 }
 
 criterion_group!(benches, bench);

@@ -13,8 +13,11 @@
 //! associated data: anyone who edits the policy in the database without
 //! the master key makes the key unreleasable, not released.
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use aes_gcm::aead::{Aead as _, KeyInit as _, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -149,6 +152,24 @@ pub(crate) struct Store {
     db: Database,
     cipher: Aes256Gcm,
     audit_key: AuditKey,
+    group_commit: bool,
+    group: Mutex<Group>,
+    group_done: Condvar,
+    /// Audit commits made by [`Store::append_audit`] (tests count them).
+    audit_commits: AtomicU64,
+}
+
+/// Audit records waiting for [`Store::append_audit`]'s group commit.
+#[derive(Default)]
+struct Group {
+    /// Records not yet taken by a leader, with their tickets, in arrival
+    /// (and so chain) order.
+    queue: Vec<(u64, AuditRecord)>,
+    next_ticket: u64,
+    /// Whether a leader is committing a batch now.
+    committing: bool,
+    /// Outcomes of committed batches, until their waiters collect them.
+    outcomes: HashMap<u64, Result<(), String>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -164,13 +185,19 @@ pub(crate) struct Write<'s> {
 }
 
 impl Store {
-    pub(crate) fn open(path: &Path, master: &MasterKey) -> Result<Self, Error> {
+    /// Opens (or creates) the database; `group_commit` chooses how
+    /// [`Store::append_audit`] commits.
+    pub(crate) fn open(path: &Path, master: &MasterKey, group_commit: bool) -> Result<Self, Error> {
         let db = Database::create(path).map_err(Error::storage)?;
         let cipher = Aes256Gcm::new(master.subkey(b"confsum-skr storage v1").as_ref().into());
         let store = Store {
             db,
             cipher,
             audit_key: master.audit_key(),
+            group_commit,
+            group: Mutex::new(Group::default()),
+            group_done: Condvar::new(),
+            audit_commits: AtomicU64::new(0),
         };
         let txn = store.db.begin_write().map_err(Error::storage)?;
         {
@@ -283,6 +310,70 @@ impl Store {
         })
     }
 
+    /// Appends one audit record on its own and returns once it is durable.
+    ///
+    /// With group commit, records that callers append while another
+    /// caller's commit is running are queued, and the next caller to find
+    /// no commit running (a leader) appends the whole queue, in order, in
+    /// one write transaction with one fsync (redb's default
+    /// `Durability::Immediate`), then wakes the others. Every caller still
+    /// returns only after its own record is durable, and a failed commit
+    /// fails every record in it (none of them was written). A lone caller
+    /// commits at once, as without group commit.
+    pub(crate) fn append_audit(&self, record: AuditRecord) -> Result<(), Error> {
+        if !self.group_commit {
+            return self.commit_records(std::iter::once(record));
+        }
+        let mut group = self.lock_group();
+        let ticket = group.next_ticket;
+        group.next_ticket += 1;
+        group.queue.push((ticket, record));
+        loop {
+            if let Some(outcome) = group.outcomes.remove(&ticket) {
+                return outcome.map_err(Error::Storage);
+            }
+            if group.committing {
+                group = self
+                    .group_done
+                    .wait(group)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            // Lead: no commit is running, so this caller's record is still
+            // queued (outcomes are set together with `committing = false`).
+            group.committing = true;
+            let batch = std::mem::take(&mut group.queue);
+            drop(group);
+            let mut leader = Leader {
+                store: self,
+                tickets: batch.iter().map(|(t, _)| *t).collect(),
+                outcome: Err("audit commit did not finish".to_owned()),
+            };
+            leader.outcome = self
+                .commit_records(batch.into_iter().map(|(_, r)| r))
+                .map_err(|e| match e {
+                    Error::Storage(message) => message,
+                    other => other.to_string(),
+                });
+            drop(leader);
+            group = self.lock_group();
+        }
+    }
+
+    fn commit_records(&self, records: impl Iterator<Item = AuditRecord>) -> Result<(), Error> {
+        let write = self.begin()?;
+        for record in records {
+            write.audit(record)?;
+        }
+        write.commit()?;
+        self.audit_commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn lock_group(&self) -> MutexGuard<'_, Group> {
+        self.group.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Every audit entry line, in order, and the head.
     pub(crate) fn audit_entries(&self) -> Result<(Vec<Vec<u8>>, AuditHead), Error> {
         let txn = self.db.begin_read().map_err(Error::storage)?;
@@ -312,6 +403,27 @@ impl Store {
             .get("admin_token_sha256")
             .map_err(Error::storage)?
             .map(|v| v.value().to_vec()))
+    }
+}
+
+/// A group-commit leader's batch: dropping it (when the commit returns, or
+/// unwinds) publishes the outcome to the batch's waiters and lets the next
+/// leader in, so that a panic cannot leave them waiting forever.
+struct Leader<'s> {
+    store: &'s Store,
+    tickets: Vec<u64>,
+    outcome: Result<(), String>,
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        let mut group = self.store.lock_group();
+        for ticket in self.tickets.drain(..) {
+            group.outcomes.insert(ticket, self.outcome.clone());
+        }
+        group.committing = false;
+        drop(group);
+        self.store.group_done.notify_all();
     }
 }
 
@@ -406,7 +518,7 @@ pub fn verify_audit_db(
     let key;
     let (entries, head) = match master {
         Some(master) => {
-            store = Store::open(path, master)?;
+            store = Store::open(path, master, false)?;
             key = Some(store.audit_key.clone());
             store.audit_entries()?
         }
@@ -430,4 +542,100 @@ pub fn verify_audit_db(
         }
     };
     crate::audit::verify_entries(entries.iter().map(Vec::as_slice), Some(&head), key.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::audit::AuditEvent;
+
+    fn record(key: &str) -> AuditRecord {
+        AuditRecord {
+            seq: 0,
+            time: 1_760_000_000,
+            prev: String::new(),
+            event: AuditEvent::Release,
+            key: key.to_owned(),
+            version: None,
+            reason: None,
+            token: None,
+            policy_sha256: None,
+        }
+    }
+
+    fn keys(store: &Store) -> Vec<String> {
+        let (entries, _) = store.audit_entries().unwrap();
+        entries
+            .iter()
+            .map(|line| {
+                let entry: serde_json::Value = serde_json::from_slice(line).unwrap();
+                entry["record"]["key"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    /// Records queued behind a running commit go into the next one
+    /// together, in queue order, and each caller returns only after that
+    /// commit.
+    #[test]
+    fn queued_records_share_one_commit_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate().unwrap();
+        let store = Store::open(&dir.path().join("db.redb"), &master, true).unwrap();
+        store.append_audit(record("first")).unwrap();
+        assert_eq!(store.audit_commits.load(Ordering::Relaxed), 1);
+
+        // Pretend a leader is committing, so that appends queue up.
+        store.lock_group().committing = true;
+        let n = 12;
+        std::thread::scope(|s| {
+            let mut handles = Vec::new();
+            for i in 0..n {
+                handles.push(s.spawn({
+                    let store = &store;
+                    move || store.append_audit(record(&format!("k{i}")))
+                }));
+                // One at a time, so that the queue order is known.
+                while store.lock_group().queue.len() <= i {
+                    std::thread::yield_now();
+                }
+            }
+            assert!(handles.iter().all(|h| !h.is_finished()));
+            assert_eq!(keys(&store), ["first"]);
+            // The pretend leader finishes: one of the waiters leads.
+            store.lock_group().committing = false;
+            store.group_done.notify_all();
+            for h in handles {
+                h.join().unwrap().unwrap();
+            }
+        });
+        assert_eq!(store.audit_commits.load(Ordering::Relaxed), 2);
+        let mut expected = vec!["first".to_owned()];
+        expected.extend((0..n).map(|i| format!("k{i}")));
+        assert_eq!(keys(&store), expected);
+        let (entries, head) = store.audit_entries().unwrap();
+        let report = crate::audit::verify_entries(
+            entries.iter().map(Vec::as_slice),
+            Some(&head),
+            Some(store.audit_key()),
+        )
+        .unwrap();
+        assert_eq!(report.records, 13);
+        assert!(store.lock_group().outcomes.is_empty());
+    }
+
+    /// Without group commit, each record is its own commit.
+    #[test]
+    fn per_record_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate().unwrap();
+        let store = Store::open(&dir.path().join("db.redb"), &master, false).unwrap();
+        for i in 0..3 {
+            store.append_audit(record(&format!("k{i}"))).unwrap();
+        }
+        assert_eq!(store.audit_commits.load(Ordering::Relaxed), 3);
+        assert_eq!(keys(&store), ["k0", "k1", "k2"]);
+    }
 }

@@ -1,7 +1,7 @@
 //! `confsum skr serve`, `skr import` and `skr release` over loopback
 //! HTTPS, with `confsum attest serve --insecure-emulated-tee` as the
 //! attestation service: the recipe end to end, refusals and exit codes,
-//! the audit log, and a `kill -9` during imports.
+//! the audit log, and `kill -9` during imports and during releases.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -446,4 +446,61 @@ fn keys_and_audit_log_survive_kill_9_during_imports() {
     drop(broker);
     let out = setup.audit_verify();
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// Releases from 8 clients at once (their audit records group-committed),
+/// then `kill -9`: the log verifies after the crash and holds a release
+/// record for every release that was answered.
+#[test]
+fn answered_releases_keep_their_audit_records_through_kill_9() {
+    let setup = Setup::new();
+    let mut broker = setup.broker();
+    let url = broker.url();
+    let key = setup.path("disk.key");
+    std::fs::write(&key, [9u8; 32]).unwrap();
+    let out = setup.import(&url, "disk", &key, Some(ADMIN));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = std::fs::read_to_string(setup.token(HOST_DATA)).unwrap();
+    let mut ca = std::fs::read(&setup.cert).unwrap();
+    ca.extend(std::fs::read(setup.path("state/release-ca.pem")).unwrap());
+    let client = HsmClient::with_ca_pem(&url, &ca).unwrap();
+
+    let answered = Arc::new(Mutex::new(0u64));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, token) = (client.clone(), token.clone());
+            let (answered, stop) = (Arc::clone(&answered), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match client.release("disk", &token) {
+                        Ok(_) => *answered.lock().unwrap() += 1,
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    while *answered.lock().unwrap() < 40 && !clients.iter().all(|c| c.is_finished()) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    broker.signal("-KILL");
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let answered = *answered.lock().unwrap();
+    assert!(answered >= 40, "only {answered} releases answered");
+
+    let out = setup.audit_verify();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let records: u64 = stdout
+        .split("audit log OK: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    // The import, then one record per release: answered ones at least.
+    assert!(records > answered, "{records} records, {answered} answered");
 }
