@@ -1,8 +1,8 @@
 //! The few layers both families share, with an optional int8 path.
 
+use candle_core::quantized::GgmlType;
 use candle_core::quantized::k_quants::BlockQ8_0;
-use candle_core::quantized::{GgmlDType, GgmlType, QMatMul, QTensor};
-use candle_core::{Device, Module, Tensor};
+use candle_core::{Device, Tensor};
 
 use crate::error::Result;
 use crate::weights::Weights;
@@ -40,33 +40,6 @@ enum Weight {
         blocks: Vec<Tensor>,
     },
     Q8(Q8Weight),
-    /// Shapes candle multiplies with its VNNI tiles (see [`vnni_tiles`]).
-    Tiles(QMatMul),
-}
-
-/// Whether candle 0.11.1's `QMatMul` takes its AVX-512 VNNI / AVX-VNNI
-/// tiled Q8_0 kernel (`repack_x86.rs`) for an `[out, in]` weight: input
-/// width a multiple of 256, output width a multiple of 16, and the CPU
-/// has `vpdpbusd`. That kernel is much faster than `Q8Weight`'s AVX2 dot
-/// products (t5-small int8, 512 → 60 tokens: 1.0 s against 2.4 s with
-/// `CANDLE_NUM_THREADS=1`), but runs on candle's spin-waiting pool: with
-/// that pool at 2 threads on a loaded 2-core machine it took 3.5 s.
-fn vnni_tiles(out_dim: usize, in_dim: usize) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        in_dim > 0
-            && in_dim % 256 == 0
-            && out_dim % 16 == 0
-            && ((std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512vnni"))
-                || (std::arch::is_x86_feature_detected!("avxvnni")
-                    && std::arch::is_x86_feature_detected!("avx2")))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (out_dim, in_dim);
-        false
-    }
 }
 
 /// Weights in ggml's Q8_0 blocks (32 values, one f16 scale), multiplied
@@ -80,12 +53,16 @@ fn vnni_tiles(out_dim: usize, in_dim: usize) -> bool {
 /// spinning, and small products stay on the calling thread. The dot
 /// products are candle's own (`vec_dot`, AVX2 when the CPU has it) on
 /// inputs quantized to Q8_0 as candle's generic path does, so results are
-/// bit for bit `QMatMul`'s where it takes that path. On CPUs with
-/// AVX-512 VNNI or AVX-VNNI, `QMatMul` instead packs weights whose input
-/// width is a multiple of 256 and output width a multiple of 16 (every
-/// t5-small and BART layer) into tiles multiplied with `vpdpbusd`, on
-/// inputs quantized in blocks of 256 (Q8_K): there results differ
-/// slightly, and this path uses no VNNI.
+/// bit for bit `QMatMul`'s where it takes that path.
+///
+/// On CPUs with AVX-512 VNNI or AVX-VNNI, `QMatMul` instead packs weights
+/// whose input width is a multiple of 256 and output width a multiple of
+/// 16 (every t5-small and BART layer) into tiles multiplied with
+/// `vpdpbusd` on Q8_K inputs. Measured on t5-small (512 → 60 tokens, a
+/// loaded 2-core Xeon): this path 1.75 s; those tiles 3.2–3.7 s on
+/// candle's default pool, but 1.06–1.09 s with `CANDLE_NUM_THREADS=1`,
+/// which only the program's environment can set. A binary that sets it
+/// should send those shapes back to `QMatMul`.
 #[derive(Debug, Clone)]
 struct Q8Weight {
     /// `[out][in / 32]` blocks, row after row.
@@ -222,9 +199,6 @@ impl Linear {
     ) -> Result<Self> {
         let in_dim = weight.dim(1)?;
         let weight = match precision {
-            Precision::Int8 if vnni_tiles(weight.dim(0)?, in_dim) => Weight::Tiles(
-                QMatMul::from_qtensor(QTensor::quantize(&weight, GgmlDType::Q8_0)?)?,
-            ),
             Precision::Int8 if in_dim > 0 && in_dim % Q8Weight::BLOCK == 0 => {
                 Weight::Q8(Q8Weight::quantize(&weight)?)
             }
@@ -248,7 +222,6 @@ impl Linear {
                 }
             }
             Weight::Q8(q) => q.forward(x)?,
-            Weight::Tiles(q) => q.forward(x)?,
         };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -399,33 +372,6 @@ mod tests {
                 assert!(err < 0.05 * (in_dim as f32).sqrt(), "{err}");
             }
         }
-        // A shape candle multiplies with its VNNI tiles (Q8_K inputs) on
-        // CPUs that have them: close, not equal.
-        let (out_dim, in_dim) = (32, 256);
-        let w =
-            Tensor::from_vec(values(out_dim * in_dim, 5), (out_dim, in_dim), &Device::Cpu).unwrap();
-        let x = Tensor::from_vec(values(2 * in_dim, 9), (2, in_dim), &Device::Cpu).unwrap();
-        let a = Q8Weight::quantize(&w).unwrap().forward(&x).unwrap();
-        let b = QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0).unwrap())
-            .unwrap()
-            .forward(&x)
-            .unwrap();
-        let diff = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        if super::vnni_tiles(out_dim, in_dim) {
-            assert!(diff > 0.0 && diff < 0.2, "{diff}");
-        } else {
-            assert_eq!(diff, 0.0);
-        }
-
         let empty = Tensor::zeros((0, 64), DType::F32, &Device::Cpu).unwrap();
         let w = Tensor::from_vec(values(36 * 64, 3), (36, 64), &Device::Cpu).unwrap();
         let y = Q8Weight::quantize(&w).unwrap().forward(&empty).unwrap();
