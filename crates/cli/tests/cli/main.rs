@@ -19,3 +19,4 @@ mod skr_serve;
 mod summarize;
 mod summarize_limits;
 mod version;
+mod web;
