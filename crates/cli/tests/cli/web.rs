@@ -5,7 +5,10 @@
 //! driven by playwright-core from crates/cli/tests/web), and graceful
 //! shutdown on SIGTERM and SIGINT with exit status 0.
 //!
-//! The screenshots go to target/web/verified.png and refused.png.
+//! The page must also refuse answers altered or replayed in transit and
+//! an altered token (Playwright rewrites them between page and workload).
+//! The screenshots go to target/web/verified.png, refused.png and
+//! tampered.png.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
@@ -401,7 +404,7 @@ fn serve_as_a_process_with_the_web_page_in_chromium() {
     // The page, in Chromium.
     if let Some((node, script)) = &browser {
         let shots = screenshots();
-        for shot in ["verified.png", "refused.png"] {
+        for shot in ["verified.png", "refused.png", "tampered.png"] {
             let _ = std::fs::remove_file(shots.join(shot));
         }
         let out = Command::new(node)
@@ -469,9 +472,31 @@ fn serve_as_a_process_with_the_web_page_in_chromium() {
         assert_eq!(r["refused_summaries"], 0, "{r:#}");
         assert_eq!(r["refused_summarize_enabled"], false, "{r:#}");
         assert_eq!(r["refused_fresh_documents"], 0, "{r:#}");
+        // Altered or replayed answers and an altered token: refused.
+        assert_eq!(r["tampered_verdict"]["label"], "verified", "{r:#}");
+        let tampered = r["tampered"].as_array().unwrap();
+        assert_eq!(tampered.len(), 2, "{r:#}");
+        assert!(tampered.iter().all(|s| s["verified"] == false), "{r:#}");
+        let text = |i: usize| tampered[i]["text"].as_str().unwrap();
+        assert!(
+            text(0).contains("REFUSED: the signature does not verify"),
+            "{r:#}"
+        );
+        assert!(!text(0).contains("FORGED SUMMARY"), "{r:#}");
+        assert!(
+            text(1).contains("REFUSED: the answer is for another request"),
+            "{r:#}"
+        );
+        assert_eq!(r["forged_token"]["label"], "REFUSED", "{r:#}");
+        assert_eq!(
+            r["forged_token_failed"],
+            serde_json::json!(["token signature"]),
+            "{r:#}"
+        );
+        assert_eq!(r["forged_token_documents"], 0, "{r:#}");
         // Red: rgb(180, 35, 24).
         assert_eq!(r["refused_color"], "rgb(180, 35, 24)", "{r:#}");
-        for shot in ["verified.png", "refused.png"] {
+        for shot in ["verified.png", "refused.png", "tampered.png"] {
             let bytes = std::fs::read(shots.join(shot)).unwrap();
             assert!(bytes.starts_with(b"\x89PNG"), "{shot}");
         }

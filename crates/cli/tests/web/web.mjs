@@ -94,6 +94,52 @@ try {
   await page.goto(pinned(wrong));
   result.refused_fresh = await verdict();
   result.refused_fresh_documents = await page.$$eval('#documents tbody tr', (r) => r.length);
+
+  // 5. Answers the attested key did not sign, or signed for another
+  // request: the first document's answer altered in transit, the second's
+  // replaced by a genuine answer to a request for the first.
+  const [first, second] = result.documents;
+  await page.route('**/v1/summaries', async (route) => {
+    const asked = JSON.parse(route.request().postData()).documents[0];
+    if (asked === first) {
+      const answer = await (await route.fetch()).json();
+      const payload = JSON.parse(Buffer.from(answer.payload, 'base64url').toString());
+      payload.summaries[0].summary = 'FORGED SUMMARY';
+      answer.payload = Buffer.from(JSON.stringify(payload)).toString('base64url');
+      await route.fulfill({ status: 200, contentType: 'application/jose+json', body: JSON.stringify(answer) });
+    } else {
+      const other = await route.fetch({ postData: JSON.stringify({ documents: [first] }) });
+      await route.fulfill({ response: other });
+    }
+  });
+  await page.goto(pinned(hostData));
+  result.tampered_verdict = await verdict();
+  await page.waitForSelector('#documents:not([hidden])');
+  await page.click('#summarize');
+  await page.waitForFunction((n) => document.querySelectorAll('#summaries .summary.verified, #summaries .summary.refused').length === n
+    && !document.getElementById('summarize').disabled, documents, { timeout: TIMEOUT });
+  result.tampered = await page.$$eval('#summaries .summary', (cards) => cards.map((c) => ({
+    document: c.querySelector('h3').textContent,
+    verified: c.classList.contains('verified'),
+    text: c.textContent,
+  })));
+  await page.screenshot({ path: `${shots}/tampered.png`, fullPage: true });
+  await page.unroute('**/v1/summaries');
+
+  // 6. A token altered in transit (host_data rewritten to the pinned
+  // wrong value): its signature fails, and nothing else is believed.
+  await page.route('**/v1/attestation', async (route) => {
+    const doc = await (await route.fetch()).json();
+    const [h, p, sig] = doc.token.split('.');
+    const claims = JSON.parse(Buffer.from(p, 'base64url').toString());
+    claims['x-ms-sevsnpvm-hostdata'] = wrong;
+    doc.token = [h, Buffer.from(JSON.stringify(claims)).toString('base64url'), sig].join('.');
+    await route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify(doc) });
+  });
+  await page.goto(pinned(wrong));
+  result.forged_token = await verdict();
+  result.forged_token_failed = await page.$$eval('#checks tbody tr.fail td:nth-child(2)', (c) => c.map((x) => x.textContent));
+  result.forged_token_documents = await page.$$eval('#documents tbody tr', (r) => r.length);
   await context.close();
 } catch (e) {
   problem(`failed: ${e.stack || e}`);
