@@ -170,7 +170,7 @@ fn text(bytes: &[u8]) -> String {
 /// Node with playwright-core installed (`npm ci` in crates/cli/tests/web)
 /// and Debian's chromium, or `None` when one is missing and
 /// CONFSUM_SKIP_REAL_TOOLS=1.
-fn browser() -> Option<(PathBuf, PathBuf)> {
+fn browser() -> Option<(PathBuf, PathBuf, PathBuf)> {
     let chromium = confsum_testkit::real_tool("chromium", "chromium")?;
     let node = confsum_testkit::real_tool("node", "nodejs")?;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web");
@@ -188,8 +188,7 @@ fn browser() -> Option<(PathBuf, PathBuf)> {
             confsum_testkit::SKIP_ENV
         );
     }
-    let _ = chromium;
-    Some((node, dir.join("web.mjs")))
+    Some((node, dir.join("web.mjs"), chromium))
 }
 
 /// Where screenshots go: target/web.
@@ -402,7 +401,7 @@ fn serve_as_a_process_with_the_web_page_in_chromium() {
     assert!(text(&out.stdout).contains("FAIL host_data"));
 
     // The page, in Chromium.
-    if let Some((node, script)) = &browser {
+    if let Some((node, script, chromium)) = &browser {
         let shots = screenshots();
         for shot in ["verified.png", "refused.png", "tampered.png"] {
             let _ = std::fs::remove_file(shots.join(shot));
@@ -418,6 +417,7 @@ fn serve_as_a_process_with_the_web_page_in_chromium() {
             .env("CONFSUM_SECRET", DOCS[0].1)
             .env("CONFSUM_SPKI", &spki)
             .env("CONFSUM_SCREENSHOTS", &shots)
+            .env("CHROMIUM", chromium)
             .output()
             .unwrap();
         let stdout = text(&out.stdout);
