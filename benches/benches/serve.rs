@@ -11,8 +11,10 @@
 //!
 //! Criterion reports summaries per second (32 per iteration); the ratio
 //! of `serve/8_clients` to `library/summarize_batch_8` is serve's
-//! overhead. After the group, a latency pass (8 clients × 25 requests)
-//! prints p50 and p99 per request and summaries per second.
+//! overhead. After the group, 12 interleaved rounds (library, serve,
+//! alternating order) print the median per-round ratio, which holds up
+//! better than separate criterion runs on a shared machine, and the p50
+//! and p99 latency of every served request.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::hint::black_box;
@@ -162,16 +164,54 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
-    // Latency, which criterion does not report per request.
-    let per_client = 25;
-    let start = Instant::now();
-    let mut latencies = clients(&client, &verifier, &texts, per_client);
-    let elapsed = start.elapsed();
+    // Interleaved rounds of the same 32 texts, library then serve or the
+    // other way round, so that load from other processes on a shared
+    // machine hits both alike; the median of the per-round ratios is the
+    // overhead. Also the latency of every request, which criterion does
+    // not report.
+    let rounds = 12;
+    let (mut library_total, mut serve_total) = (Duration::ZERO, Duration::ZERO);
+    let mut ratios = Vec::with_capacity(rounds);
+    let mut latencies = Vec::with_capacity(rounds * TEXTS);
+    for round in 0..rounds {
+        let mut library_round = || {
+            let t = Instant::now();
+            for chunk in refs.chunks(CLIENTS) {
+                black_box(library.summarize_batch(chunk).unwrap());
+            }
+            t.elapsed()
+        };
+        let serve_round = |latencies: &mut Vec<Duration>| {
+            let t = Instant::now();
+            latencies.extend(clients(&client, &verifier, &texts, PER_CLIENT));
+            t.elapsed()
+        };
+        let (l, s) = if round % 2 == 0 {
+            let l = library_round();
+            (l, serve_round(&mut latencies))
+        } else {
+            let s = serve_round(&mut latencies);
+            (library_round(), s)
+        };
+        library_total += l;
+        serve_total += s;
+        ratios.push(s.as_secs_f64() / l.as_secs_f64());
+    }
+    ratios.sort_by(f64::total_cmp);
     latencies.sort();
+    let per_s = |d: Duration| (rounds * TEXTS) as f64 / d.as_secs_f64();
     println!(
-        "serve/8_clients latency: {} requests, {:.1} summaries/s, p50 {:.2} ms, p99 {:.2} ms",
+        "interleaved, {rounds} rounds of {TEXTS}: library summarize_batch_8 {:.1} summaries/s, \
+         serve 8 clients {:.1} summaries/s, serve/library median {:+.1}% (min {:+.1}%, max {:+.1}%)",
+        per_s(library_total),
+        per_s(serve_total),
+        (ratios[rounds / 2] - 1.0) * 100.0,
+        (ratios[0] - 1.0) * 100.0,
+        (ratios[rounds - 1] - 1.0) * 100.0,
+    );
+    println!(
+        "serve 8 clients latency: {} requests, p50 {:.2} ms, p99 {:.2} ms",
         latencies.len(),
-        latencies.len() as f64 / elapsed.as_secs_f64(),
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
     );
