@@ -36,6 +36,10 @@ const REFUSED: u8 = 3;
 ///   POST /v1/summaries    {"documents":[ids],"texts":[text]} (signed);
 ///                         requests are batched together
 ///   GET  /healthz, /readyz
+///   GET  /                the consumer's web page: it verifies the
+///                         token (against ISSUER/certs) and every signed
+///                         answer in the browser, against the host_data
+///                         the user pins (?host_data=HEX&issuer=URL)
 ///
 /// Signed answers are flattened JWS (ES256) with the attested signing key;
 /// `confsum client` verifies them. It keeps no state beyond the image.

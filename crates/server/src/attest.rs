@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use axum::{
     Router,
     extract::{RawQuery, State},
-    http::StatusCode,
+    http::{StatusCode, header},
     response::Response,
     routing::{get, post},
 };
@@ -18,7 +18,10 @@ use crate::{ApiError, Body, envelope::json, error_chain};
 ///
 /// - `POST /attest/SevSnpVM?api-version=2020-10-01` with an attestation
 ///   request answers `{"token": …}` ([`Service::attest`]);
-/// - `GET /certs` answers the signing keys ([`Service::jwks`]);
+/// - `GET /certs` answers the signing keys ([`Service::jwks`]), with
+///   `Access-Control-Allow-Origin: *` so that a consumer's web page can
+///   fetch them itself (they are public keys; nothing else here allows
+///   cross-origin reads);
 /// - anything else is 404 or 405 in the error envelope.
 ///
 /// Mount it with [`crate::Server::serve`]. Verification runs on tokio's
@@ -94,7 +97,12 @@ async fn attest(
 }
 
 async fn certs(State(service): State<Service>) -> Response {
-    json(StatusCode::OK, &service.jwks())
+    let mut response = json(StatusCode::OK, &service.jwks());
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        header::HeaderValue::from_static("*"),
+    );
+    response
 }
 
 #[cfg(test)]

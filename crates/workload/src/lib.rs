@@ -46,6 +46,7 @@ mod service;
 mod signed;
 mod start;
 mod verify;
+mod web;
 
 #[cfg(feature = "insecure")]
 pub use crate::start::InsecureEmulatedEvidence;
@@ -64,4 +65,5 @@ pub use crate::{
         KeyDerivation, KeyRelease, LocalBroker, StartOptions, Step, Workload,
     },
     verify::{Check, CheckName, Expectations, Verification, verify_attestation},
+    web::CONTENT_SECURITY_POLICY,
 };

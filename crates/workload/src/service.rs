@@ -8,6 +8,7 @@
 //! | `POST /v1/summaries` | [`SummariesRequest`] in, signed [`SummariesPayload`] out |
 //! | `GET /healthz` | 200 while the process serves |
 //! | `GET /readyz` | 200 while the summarizer runs, else 503 |
+//! | `GET /` | the consumer's page (`/app.js`, `/style.css`), which verifies in the browser; served with [`CONTENT_SECURITY_POLICY`](crate::CONTENT_SECURITY_POLICY) |
 //!
 //! Signed answers are [`SignedResponse`](crate::SignedResponse)s (`application/jose+json`).
 //! Errors are `confsum-server`'s envelope and are not signed: a client
@@ -350,6 +351,7 @@ pub fn router(service: Service) -> Router {
         .route("/v1/summaries", post(summaries))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(crate::web::routes())
         .fallback(confsum_server::not_found)
         .method_not_allowed_fallback(confsum_server::method_not_allowed)
         .with_state(service)

@@ -20,3 +20,4 @@ mod skr_serve;
 mod summarize;
 mod summarize_limits;
 mod version;
+mod web;
