@@ -43,6 +43,7 @@
 mod error;
 mod hasher;
 mod layer;
+mod readahead;
 mod root;
 mod superblock;
 mod tree;
