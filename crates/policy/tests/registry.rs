@@ -180,12 +180,9 @@ fn insecure(host: &str) -> RegistryOptions {
 }
 
 fn empty_docker_config() -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!(
-        "confsum-empty-docker-config-{}.json",
-        std::process::id()
-    ));
-    std::fs::write(&p, "{}").unwrap();
-    p
+    // Shipped, not written to the temp dir: a per-run file there would be
+    // left behind by every test run.
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/empty-docker-config.json")
 }
 
 #[test]
