@@ -68,20 +68,7 @@ pub fn convert_tar_with_report<R: Read, S: BlockSink>(
 ) -> Result<(S, TarReport), Error> {
     // File data goes from this buffer straight to the sink, uncopied. A
     // caller's buffer of at most this size is bypassed once it is empty.
-    convert_tar_buffered(BufReader::with_capacity(READ_BUFFER, input), sink, options)
-}
-
-/// [`convert_tar_with_report`] for an input that is already buffered: file
-/// data goes from `input`'s buffer straight to the sink, so a reader that
-/// hands out big buffers of its own (say, chunks read ahead on another
-/// thread) saves a copy of every byte. Small buffers work but cost more
-/// calls; 64 KiB or more is best.
-pub fn convert_tar_buffered<R: BufRead, S: BlockSink>(
-    input: R,
-    sink: S,
-    options: &Options,
-) -> Result<(S, TarReport), Error> {
-    let mut tar = TarReader::new(input);
+    let mut tar = TarReader::new(BufReader::with_capacity(READ_BUFFER, input));
     let mut w = Writer::new(sink, options);
     // The entry being converted, for errors; made into text only then.
     let mut last: Option<Vec<u8>> = None;

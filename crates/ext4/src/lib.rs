@@ -43,7 +43,7 @@ mod xattr;
 
 pub use crate::error::{Error, Refusal};
 pub use crate::from_dir::convert_dir;
-pub use crate::from_tar::{convert_tar, convert_tar_buffered, convert_tar_with_report, decompress};
+pub use crate::from_tar::{convert_tar, convert_tar_with_report, decompress};
 pub use crate::gotar::{TarEnd, TarReport};
 pub use crate::options::{Options, PathPolicy, Writable};
 pub use crate::sink::{BLOCK_SIZE, BlockSink, ImageSink};

@@ -6,19 +6,15 @@
 //! the ext4 writer straight into [`VerityHasher`], so nothing touches disk
 //! unless the caller also wants the image.
 
-use std::io::{self, BufReader, Read};
-use std::sync::{Mutex, PoisonError};
-use std::thread;
+use std::io::{BufReader, Read};
 
-use confsum_ext4::{
-    BlockSink, Options, TarReport, convert_tar_buffered, convert_tar_with_report, decompress,
-};
+use confsum_ext4::{BlockSink, Options, TarReport, convert_tar_with_report, decompress};
 
-use crate::{Error, RootHash, VerityHasher, readahead};
+use crate::{Error, RootHash, VerityHasher};
 
-/// Read buffer in front of the decompressor. Smaller than a read-ahead
-/// chunk, so that plain input is read straight into the chunks.
-const READ_BUFFER: usize = 64 << 10;
+/// Read buffer in front of the decompressor: big reads keep the gzip or
+/// zstd decoder and the ext4 writer busy with few system calls.
+const READ_BUFFER: usize = 1 << 20;
 
 /// The root hash of a container layer, as Azure computes it: the value a
 /// CCE policy lists under `layers`.
@@ -53,7 +49,7 @@ pub struct LayerHash {
 
 /// [`layer_root_hash`], with the [`LayerHash::tar`] report.
 pub fn hash_layer<R: Read>(layer: R, options: &Options) -> Result<LayerHash, Error> {
-    let (hasher, tar) = convert(layer, VerityHasher::new(), options)?;
+    let (hasher, tar) = convert_tar_with_report(open(layer)?, VerityHasher::new(), options)?;
     Ok(LayerHash {
         root: hasher.root_hash()?,
         tar,
@@ -61,56 +57,16 @@ pub fn hash_layer<R: Read>(layer: R, options: &Options) -> Result<LayerHash, Err
 }
 
 /// [`layer_root_hash_with_image`], with the [`LayerHash::tar`] report.
-pub fn hash_layer_with_image<R: Read, S: BlockSink + Send>(
+pub fn hash_layer_with_image<R: Read, S: BlockSink>(
     layer: R,
     options: &Options,
     image: S,
 ) -> Result<(LayerHash, S), Error> {
-    let ((image, hasher), tar) = convert(layer, (image, VerityHasher::new()), options)?;
+    let tar = open(layer)?;
+    let ((image, hasher), tar) =
+        convert_tar_with_report(tar, (image, VerityHasher::new()), options)?;
     let root = hasher.root_hash()?;
     Ok((LayerHash { root, tar }, image))
-}
-
-/// Converts `layer` into `sink`: read (and decompressed) on this thread,
-/// converted on another, so the two overlap (see [`crate::readahead`]).
-fn convert<R: Read, S: BlockSink + Send>(
-    layer: R,
-    sink: S,
-    options: &Options,
-) -> Result<(S, TarReport), Error> {
-    let input = open(layer)?;
-    let (pump, chunks) = readahead::channel();
-    // Shared with the converter so the sink survives a failed spawn.
-    let sink = Mutex::new(Some(sink));
-    thread::scope(|scope| {
-        let converter = thread::Builder::new()
-            .name("confsum-ext4".into())
-            .spawn_scoped(scope, || {
-                let sink = take(&sink).ok_or_else(gone)?;
-                Ok(convert_tar_buffered(chunks, sink, options)?)
-            });
-        match converter {
-            Ok(converter) => {
-                pump.run(input);
-                converter
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            }
-            // No thread to be had: convert here, reading as we go.
-            Err(_) => {
-                let sink = take(&sink).ok_or_else(gone)?;
-                Ok(convert_tar_with_report(input, sink, options)?)
-            }
-        }
-    })
-}
-
-fn take<S>(sink: &Mutex<Option<S>>) -> Option<S> {
-    sink.lock().unwrap_or_else(PoisonError::into_inner).take()
-}
-
-fn gone() -> Error {
-    Error::Io(io::Error::other("the image sink was already taken"))
 }
 
 /// [`layer_root_hash`], also writing the layer's ext4 image to `image`, which
@@ -120,7 +76,7 @@ fn gone() -> Error {
 /// The image is exactly the one that was hashed; for a file, pass a
 /// [`confsum_ext4::ImageSink`]. On error the sink is dropped with a partial
 /// image in it, so write to a temporary file and keep it only on success.
-pub fn layer_root_hash_with_image<R: Read, S: BlockSink + Send>(
+pub fn layer_root_hash_with_image<R: Read, S: BlockSink>(
     layer: R,
     options: &Options,
     image: S,

@@ -43,7 +43,6 @@
 mod error;
 mod hasher;
 mod layer;
-mod readahead;
 mod root;
 mod superblock;
 mod tree;

@@ -70,12 +70,7 @@ struct DigestState {
     len: u64,
 }
 
-/// Hashes the stored bytes as they stream into the converter: a tee.
-///
-/// `confsum_verity` reads a layer on the calling thread and converts and
-/// hashes it on others, so this digest (a second SHA-256 pass, over the
-/// stored bytes) runs beside the conversion rather than after it. Nothing
-/// is cached until the digest is known to match.
+/// Hashes the stored bytes as the converter reads them.
 struct DigestReader<R> {
     inner: R,
     state: Arc<Mutex<DigestState>>,
