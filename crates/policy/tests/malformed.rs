@@ -83,6 +83,36 @@ fn tampered_layer_is_caught_even_with_a_warm_cache() {
     ));
 }
 
+/// The digest covers every stored byte, even those the converter never
+/// reads, and a mismatch leaves nothing in the cache.
+#[test]
+fn digest_mismatch_caches_nothing_even_past_the_tar_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().join("cache");
+    let cache = LayerCache::new(&cache_dir);
+    let oci = oci_copy(dir.path());
+    let (_, _, layers) = common::oracle_image();
+    let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&layers[0]));
+    // Bytes after the end-of-archive marker: the converter never reads
+    // them, the digest must.
+    let path = oci.join("blobs/sha256").join(&hex);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    file.write_all(&[7; 100_000]).unwrap();
+    drop(file);
+    match gen_from(&oci, &cache) {
+        Err(Error::Image {
+            kind: ImageError::DigestMismatch { index, .. },
+            ..
+        }) => assert_eq!(index, 0),
+        other => panic!("{other:?}"),
+    }
+    let cached = cache_dir.join("sha256").join(&hex);
+    assert!(!cached.exists(), "{} was cached", cached.display());
+}
+
 /// A tar with the given (name, data) entries; names are written raw.
 fn raw_tar(entries: &[(&str, &[u8])], links: &[(&str, &str)]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
