@@ -15,7 +15,8 @@
 //! that needs a verified answer treats every error as no answer.
 //!
 //! Requests from many clients are summarized together: the thread takes
-//! the first waiting request and every other one already queued, up to
+//! the first waiting request, then gathers more while they keep arriving
+//! (each within [`ServiceConfig::batch_window`] of the last), up to
 //! [`ServiceConfig::max_batch`] texts, and runs one padded batch
 //! (`Summarizer::summarize_batch`). If that batch fails, each request is
 //! run alone, so one bad text fails only its own request.
@@ -23,6 +24,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::time::Duration;
 
 use axum::{
     Router,
@@ -46,6 +48,11 @@ use crate::{AttestationDocument, Workload};
 pub struct ServiceConfig {
     /// The most texts summarized in one batch (default 8).
     pub max_batch: usize,
+    /// How long the batcher waits for another request before it starts a
+    /// batch that is not full (default 2 ms). Clients whose answers came
+    /// back together send their next requests a little apart; without
+    /// the wait the first of them would start a batch of one.
+    pub batch_window: Duration,
     /// The most documents or texts in one request (default 16).
     pub max_items: usize,
     /// The largest uploaded text in bytes (default 64 KiB).
@@ -61,6 +68,7 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             max_batch: 8,
+            batch_window: Duration::from_millis(2),
             max_items: 16,
             max_text_bytes: 64 * 1024,
             model: String::new(),
@@ -87,6 +95,13 @@ impl ServiceConfig {
     /// Sets [`max_batch`](Self::max_batch) (at least 1).
     pub fn max_batch(mut self, n: usize) -> Self {
         self.max_batch = n.max(1);
+        self
+    }
+
+    /// Sets [`batch_window`](Self::batch_window); zero takes only what is
+    /// already queued.
+    pub fn batch_window(mut self, window: Duration) -> Self {
+        self.batch_window = window;
         self
     }
 }
@@ -221,8 +236,9 @@ impl Service {
         let alive = Arc::new(AtomicBool::new(true));
         let thread_alive = Arc::clone(&alive);
         let max_batch = config.max_batch.max(1);
+        let window = config.batch_window;
         std::thread::spawn(move || {
-            run_batches(summarizer, &queue, max_batch);
+            run_batches(summarizer, &queue, max_batch, window);
             thread_alive.store(false, Ordering::SeqCst);
         });
         Service {
@@ -292,12 +308,17 @@ impl Service {
 }
 
 /// The summarizing thread: one batch at a time, until every sender is gone.
-fn run_batches(mut summarizer: Summarizer, queue: &mpsc::Receiver<Job>, max_batch: usize) {
+fn run_batches(
+    mut summarizer: Summarizer,
+    queue: &mpsc::Receiver<Job>,
+    max_batch: usize,
+    window: Duration,
+) {
     while let Ok(first) = queue.recv() {
         let mut count = first.texts.len();
         let mut jobs = vec![first];
         while count < max_batch {
-            match queue.try_recv() {
+            match queue.recv_timeout(window) {
                 Ok(job) => {
                     count += job.texts.len();
                     jobs.push(job);
