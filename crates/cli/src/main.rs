@@ -48,7 +48,15 @@ use clap::{CommandFactory, Parser, Subcommand};
 /// Confidential summarization on Azure Confidential Containers, without root,
 /// Docker or device-mapper.
 #[derive(Debug, Parser)]
-#[command(name = "confsum", version = env!("CONFSUM_VERSION"), propagate_version = true)]
+#[command(
+    name = "confsum",
+    version = env!("CONFSUM_VERSION"),
+    propagate_version = true,
+    after_help = "Logging: RUST_LOG sets what is logged to stderr, in tracing's filter syntax \
+(default: warn). RUST_LOG=info names each service's address; \
+RUST_LOG=confsum_server::request=debug logs every request's method, path, status and \
+time (never its query, headers or body)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -97,6 +105,7 @@ fn usage_error(path: &[&str], message: &str) -> ! {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let result = match cli.command {
         Command::LayerHash(args) => layer_hash::run(&args),
         Command::Encfs(command) => encfs::run(&command),
@@ -110,6 +119,25 @@ fn main() -> ExitCode {
         Command::Client(command) => workload::client(&command),
     };
     result.unwrap_or_else(|e| failure(&e))
+}
+
+/// Logs to stderr as `RUST_LOG` says (default `warn`). A filter that does
+/// not parse is an error of the user's environment, so it is reported and
+/// the default used, rather than refusing to run.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.is_empty() => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+            eprintln!("confsum: warning: RUST_LOG ignored: {e}");
+            EnvFilter::new("warn")
+        }),
+        _ => EnvFilter::new("warn"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
 }
 
 /// Whether `e` is a failed write to standard output (see [`failure`]).

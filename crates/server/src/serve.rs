@@ -182,7 +182,24 @@ async fn request_timeout(
     }
 }
 
-/// The router with the shared limits around it.
+/// One `debug` event per request (target `confsum_server::request`):
+/// method, path, status and time. Never the query, headers or body: they
+/// can carry bearer tokens, attestation tokens and documents.
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let start = std::time::Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(
+        target: "confsum_server::request",
+        "{method} {path} -> {} in {:.1} ms",
+        response.status().as_u16(),
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    response
+}
+
+/// The router with the shared limits (and the request log) around it.
 fn with_limits(router: Router, limits: &Limits) -> Router {
     let mut router = router
         .layer(DefaultBodyLimit::max(limits.body_bytes))
@@ -196,7 +213,7 @@ fn with_limits(router: Router, limits: &Limits) -> Router {
             rate_limit,
         ));
     }
-    router
+    router.layer(middleware::from_fn(log_request))
 }
 
 /// A certificate chain and private key for HTTPS (rustls with the *ring*
@@ -333,6 +350,7 @@ impl Server {
         F: Future<Output = ()> + Send + 'static,
     {
         let router = with_limits(router, &self.limits);
+        tracing::info!(target: "confsum_server", "listening on {}", self.url());
         self.listener.set_nonblocking(true).map_err(Error::Serve)?;
         let listener = tokio::net::TcpListener::from_std(self.listener).map_err(Error::Serve)?;
         match self.tls {

@@ -56,7 +56,17 @@ impl Drop for Server {
 /// Starts `confsum attest serve --listen 127.0.0.1:0 …` and reads the URL
 /// and issuer it prints.
 fn serve(extra: &[&str]) -> Server {
-    let mut child = confsum()
+    serve_logging(extra, None)
+}
+
+/// [`serve`] with `RUST_LOG` set to `rust_log`, or unset.
+fn serve_logging(extra: &[&str], rust_log: Option<&str>) -> Server {
+    let mut command = confsum();
+    command.env_remove("RUST_LOG");
+    if let Some(filter) = rust_log {
+        command.env("RUST_LOG", filter);
+    }
+    let mut child = command
         .args(["attest", "serve", "--listen", "127.0.0.1:0"])
         .args(extra)
         .stdout(Stdio::piped())
@@ -346,4 +356,29 @@ fn bad_arguments_are_usage_errors() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// RUST_LOG logs to stderr: the address at info, each request at debug
+/// (never its query), and nothing of the kind by default.
+#[test]
+fn rust_log_logs_each_request_without_its_query() {
+    for (rust_log, logged) in [
+        (Some("info,confsum_server::request=debug"), true),
+        (None, false),
+    ] {
+        let server = serve_logging(&[], rust_log);
+        let url = server.url.clone();
+        Client::new()
+            .fetch_jwks(&format!("{url}/certs?not-for-the-log=1"))
+            .unwrap();
+        let (exited, stderr) = server.terminate();
+        assert!(exited, "{stderr}");
+        assert_eq!(
+            stderr.contains(&format!("listening on {url}")),
+            logged,
+            "{stderr}"
+        );
+        assert_eq!(stderr.contains("GET /certs -> 200 in "), logged, "{stderr}");
+        assert!(!stderr.contains("not-for-the-log"), "{stderr}");
+    }
 }
