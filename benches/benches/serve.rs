@@ -17,6 +17,8 @@
 //! and p99 latency of every served request.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod common;
+
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -28,7 +30,6 @@ use confsum_workload::{
     WorkloadClient, WorkloadKeys, router,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use serde_json::Value;
 
 const CLIENTS: usize = 8;
 const PER_CLIENT: usize = 4;
@@ -36,38 +37,6 @@ const TEXTS: usize = CLIENTS * PER_CLIENT;
 
 fn model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/summarize/testdata/t5_v1_0")
-}
-
-/// 32 texts of 4 to 40 words from the fixture's recorded cases.
-fn texts() -> Vec<String> {
-    let text = std::fs::read_to_string(model().join("expected.json")).unwrap();
-    let expected: Value = serde_json::from_str(&text).unwrap();
-    let words: Vec<String> = expected["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|c| {
-            c["text"]
-                .as_str()
-                .unwrap()
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    (0..TEXTS)
-        .map(|i| {
-            let len = 4 + (i * 7) % 37;
-            words
-                .iter()
-                .cycle()
-                .skip(i * 3)
-                .take(len)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect()
 }
 
 /// The service on a free loopback port (until the process ends), and a
@@ -135,7 +104,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn bench(c: &mut Criterion) {
-    let texts = texts();
+    let texts = common::fixture_texts(&model(), TEXTS);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let mut library = Summarizer::load(&model(), &LoadOptions::default()).unwrap();
     let (client, verifier) = serve();

@@ -9,13 +9,15 @@
 //! the batch is padded as real ones are.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use confsum_summarize::{LoadOptions, Precision, Summarizer};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const FIXTURES: [&str; 3] = ["t5_v1_0", "t5_v1_1", "bart"];
 const DOCUMENTS: usize = 16;
@@ -26,38 +28,6 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// 16 texts of 4 to 40 words, from the fixture's recorded cases.
-fn documents(name: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(fixture(name).join("expected.json")).unwrap();
-    let expected: Value = serde_json::from_str(&text).unwrap();
-    let words: Vec<String> = expected["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|c| {
-            c["text"]
-                .as_str()
-                .unwrap()
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    (0..DOCUMENTS)
-        .map(|i| {
-            let len = 4 + (i * 7) % 37;
-            words
-                .iter()
-                .cycle()
-                .skip(i * 3)
-                .take(len)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect()
-}
-
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("summarize_batch");
     g.sample_size(10);
@@ -66,7 +36,7 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(DOCUMENTS as u64));
 
     for name in FIXTURES {
-        let docs = documents(name);
+        let docs = common::fixture_texts(&fixture(name), DOCUMENTS);
         let texts: Vec<&str> = docs.iter().map(String::as_str).collect();
         for (precision, label) in [(Precision::F32, "f32"), (Precision::Int8, "int8")] {
             let options = LoadOptions::default().precision(precision);
