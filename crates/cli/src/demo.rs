@@ -23,10 +23,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::SystemTime;
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::Args as ClapArgs;
@@ -222,49 +221,6 @@ impl Narrator {
             writeln!(crate::fsio::stdout(), "{value}")?;
         }
         Ok(())
-    }
-}
-
-/// A router served on a loopback port until stopped.
-struct Running {
-    url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<Result<(), confsum_server::Error>>>,
-}
-
-impl Running {
-    fn serve(server: Server, router: axum::Router) -> Running {
-        let url = server.url();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            server.serve_blocking(router, async move {
-                let _ = stopped.await;
-            })
-        });
-        Running {
-            url,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    fn shutdown(&mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            thread
-                .join()
-                .map_err(|_| anyhow!("a server thread panicked"))?
-                .with_context(|| format!("the server at {} failed", self.url))?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.shutdown();
     }
 }
 
@@ -588,10 +544,7 @@ fn flow(args: &Args, tmp: &Path, narrator: &Narrator) -> Result<Outcome> {
     let attest_server = loopback()?;
     let issuer = attest_server.url();
     let attest_service = confsum_attest::Service::new(TokenIssuer::generate(&issuer)?, roots);
-    let mut attest = Running::serve(
-        attest_server,
-        confsum_server::attest::router(attest_service),
-    );
+    let attest = attest_server.spawn(confsum_server::attest::router(attest_service))?;
     narrator.step(
         "attestation service",
         &format!(
@@ -618,10 +571,10 @@ fn flow(args: &Args, tmp: &Path, narrator: &Narrator) -> Result<Outcome> {
     ));
     broker.set_admin_token(&admin)?;
     let authorities = TrustedAuthorities::new(Client::new()).trust(&issuer);
-    let mut broker_running = Running::serve(
-        broker_server,
-        confsum_server::skr::router(Arc::clone(&broker), Arc::new(authorities)),
-    );
+    let broker_running = broker_server.spawn(confsum_server::skr::router(
+        Arc::clone(&broker),
+        Arc::new(authorities),
+    ))?;
     narrator.step(
         "key broker",
         &format!(
@@ -782,13 +735,13 @@ fn flow(args: &Args, tmp: &Path, narrator: &Narrator) -> Result<Outcome> {
         }
         let server = loopback()?;
         let service = workload.into_service(config);
-        let r = Running::serve(server, confsum_workload::router(service));
+        let r = server.spawn(confsum_workload::router(service))?;
         narrator.step(
             &actor,
             &format!(
                 "serves signed summaries on {} (GET /v1/attestation, /v1/documents; POST \
                  /v1/summaries)",
-                r.url
+                r.url()
             ),
         )?;
         running.push((actor, r));
@@ -810,7 +763,7 @@ fn flow(args: &Args, tmp: &Path, narrator: &Narrator) -> Result<Outcome> {
     let mut jtis = Vec::new();
     let mut clients = Vec::new();
     for (actor, r) in &running {
-        let client = WorkloadClient::new(http.clone(), &r.url);
+        let client = WorkloadClient::new(http.clone(), r.url());
         let doc = client
             .attestation()
             .with_context(|| format!("cannot get {actor}'s attestation"))?;
@@ -819,7 +772,7 @@ fn flow(args: &Args, tmp: &Path, narrator: &Narrator) -> Result<Outcome> {
         let verification = verify_attestation(&doc, &expect, SystemTime::now());
         narrator.step(
             "consumer",
-            &format!("GET {}/v1/attestation and checks {actor}'s token:", r.url),
+            &format!("GET {}/v1/attestation and checks {actor}'s token:", r.url()),
         )?;
         for c in &verification.checks {
             if c.passed {
@@ -969,11 +922,16 @@ fn flow(args: &Args, tmp: &Path, narrator: &Narrator) -> Result<Outcome> {
 
     // --- Audit.
     narrator.section("audit: the key broker's log")?;
-    for (_, r) in &mut running {
-        r.shutdown()?;
+    for (actor, r) in running.drain(..) {
+        r.stop()
+            .with_context(|| format!("{actor}'s server failed"))?;
     }
-    broker_running.shutdown()?;
-    attest.shutdown()?;
+    broker_running
+        .stop()
+        .context("the key broker's server failed")?;
+    attest
+        .stop()
+        .context("the attestation service's server failed")?;
     let report = broker
         .verify_audit()
         .context("the broker's audit log does not verify")?;

@@ -16,7 +16,9 @@
 //!   on Managed HSM's (`/keys/{name}`, `/keys/{name}/release`), with
 //!   [`skr::TrustedAuthorities`] checking attestation tokens. A new service
 //!   writes a `Router` the same way and mounts it in two lines:
-//!   `Server::bind(addr)?.serve_blocking(router, shutdown_signal())`.
+//!   `Server::bind(addr)?.serve_blocking(router, shutdown_signal())`, or
+//!   [`Server::spawn`] for a server on its own thread that stops when its
+//!   [`Spawned`] handle is dropped.
 //! - **Calling.** One blocking [`Client`] (ureq 3, rustls with *ring*,
 //!   timeouts, an answer-size limit, an optional extra trusted CA) for
 //!   JWKS fetches, attestation requests ([`Client::attest`]), REST calls
@@ -35,18 +37,12 @@
 //! let url = server.url();
 //! let issuer = TokenIssuer::generate(&url)?;
 //! let router = confsum_server::attest::router(Service::new(issuer, TrustedRoots::amd()));
-//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-//! let serving = std::thread::spawn(move || {
-//!     server.serve_blocking(router, async move {
-//!         let _ = stopped.await;
-//!     })
-//! });
+//! let serving = server.spawn(router)?; // stops when dropped
 //!
 //! let jwks = Client::new().fetch_jwks(&format!("{url}/certs"))?;
 //! assert_eq!(jwks.keys.len(), 1);
 //!
-//! stop.send(()).unwrap();
-//! serving.join().unwrap()?;
+//! serving.stop()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -67,7 +63,7 @@ pub use crate::{
     error::Error,
     hsm::{ACCESS_TOKEN_ENV, HSM_API_VERSION, HsmClient, bearer_token, hsm_endpoint},
     kds::{AMD_KDS_URL, KdsFetcher},
-    serve::{Limits, RateLimit, Server, TlsConfig, shutdown_signal},
+    serve::{Limits, RateLimit, Server, Spawned, TlsConfig, shutdown_signal},
 };
 
 pub(crate) use crate::envelope::Envelope;

@@ -384,6 +384,79 @@ impl Server {
             .map_err(Error::Serve)?
             .block_on(self.serve(router, shutdown))
     }
+
+    /// [`serve_blocking`](Self::serve_blocking) on a new thread, until the
+    /// returned handle is stopped or dropped. For tests, benches and
+    /// in-process demos that need a live server beside their own code.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Serve`] if the thread cannot be started.
+    pub fn spawn(self, router: Router) -> Result<Spawned, Error> {
+        let url = self.url();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("serve {}", self.addr))
+            .spawn(move || {
+                self.serve_blocking(router, async move {
+                    // A dropped sender stops the server too.
+                    let _ = stopped.await;
+                })
+            })
+            .map_err(Error::Serve)?;
+        Ok(Spawned {
+            url,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A server running on its own thread, from [`Server::spawn`]. Dropping it
+/// stops the server and waits for it; [`stop`](Self::stop) does the same
+/// and says how it ended.
+#[derive(Debug)]
+pub struct Spawned {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), Error>>>,
+}
+
+impl Spawned {
+    /// `http://ADDR` or `https://ADDR`, as [`Server::url`].
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops the server, lets requests in flight finish, and returns what
+    /// serving returned.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Serve`] if the listener failed or the server thread
+    /// panicked.
+    pub fn stop(mut self) -> Result<(), Error> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<(), Error> {
+        if let Some(stop) = self.stop.take() {
+            // An error means the server has already stopped by itself.
+            let _ = stop.send(());
+        }
+        match self.thread.take() {
+            Some(thread) => thread.join().unwrap_or_else(|_| {
+                Err(Error::Serve(io::Error::other("the server thread panicked")))
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
 }
 
 /// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM: the usual shutdown

@@ -5,7 +5,6 @@
 //! graceful shutdown, and the KDS certificate fetcher.
 
 use std::sync::OnceLock;
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::{Router, routing::get};
@@ -28,47 +27,6 @@ const ATTEST: &str = "/attest/SevSnpVM?api-version=2020-10-01";
 fn tee() -> &'static InsecureEmulatedTee {
     static TEE: OnceLock<InsecureEmulatedTee> = OnceLock::new();
     TEE.get_or_init(|| InsecureEmulatedTee::generate().unwrap())
-}
-
-/// A running server; dropping it shuts it down and waits.
-struct Running {
-    url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<Result<(), Error>>>,
-}
-
-impl Running {
-    fn start(server: Server, router: Router) -> Running {
-        let url = server.url();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            server.serve_blocking(router, async move {
-                let _ = stopped.await;
-            })
-        });
-        Running {
-            url,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops the server and returns what `serve` returned.
-    fn stop(mut self) -> Result<(), Error> {
-        self.stop.take().unwrap().send(()).unwrap();
-        self.thread.take().unwrap().join().unwrap()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 fn loopback() -> Server {
@@ -151,8 +109,10 @@ fn raw_post(url: &str, target: &str, body: &[u8]) -> (u16, Value) {
 fn emulated_evidence_is_refused_without_an_insecure_root() {
     let server = loopback();
     let service = attest_service(&server.url(), false);
-    let running = Running::start(server, confsum_server::attest::router(service));
-    let (status, body) = raw_post(&running.url, ATTEST, &emulated_request(RUNTIME, RUNTIME));
+    let running = server
+        .spawn(confsum_server::attest::router(service))
+        .unwrap();
+    let (status, body) = raw_post(running.url(), ATTEST, &emulated_request(RUNTIME, RUNTIME));
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "EvidenceNotVerified");
     assert!(
@@ -169,10 +129,9 @@ fn emulated_evidence_is_refused_without_an_insecure_root() {
 fn emulated_evidence_gets_a_token_with_an_insecure_root() {
     let server = loopback();
     let url = server.url();
-    let running = Running::start(
-        server,
-        confsum_server::attest::router(attest_service(&url, true)),
-    );
+    let running = server
+        .spawn(confsum_server::attest::router(attest_service(&url, true)))
+        .unwrap();
     let client = Client::new();
     let request: AttestRequest =
         serde_json::from_slice(&emulated_request(RUNTIME, RUNTIME)).unwrap();
@@ -195,10 +154,9 @@ fn emulated_evidence_gets_a_token_with_an_insecure_root() {
 fn refusals_have_their_status_and_code() {
     let server = loopback();
     let url = server.url();
-    let running = Running::start(
-        server,
-        confsum_server::attest::router(attest_service(&url, true)),
-    );
+    let running = server
+        .spawn(confsum_server::attest::router(attest_service(&url, true)))
+        .unwrap();
     let good = emulated_request(RUNTIME, RUNTIME);
     let edit = |f: &dyn Fn(&mut Value)| {
         let mut v: Value = serde_json::from_slice(&good).unwrap();
@@ -310,10 +268,9 @@ fn body_and_rate_limits_answer_in_the_envelope() {
             .rate(RateLimit::new(2, Duration::from_secs(3600))),
     );
     let url = server.url();
-    let running = Running::start(
-        server,
-        confsum_server::attest::router(attest_service(&url, true)),
-    );
+    let running = server
+        .spawn(confsum_server::attest::router(attest_service(&url, true)))
+        .unwrap();
     let (status, body) = raw_post(&url, ATTEST, &[b'x'; 1001]);
     assert_eq!(
         (status, body["error"]["code"].as_str().unwrap()),
@@ -352,10 +309,9 @@ fn https_with_a_trusted_local_ca() {
     let server = loopback().tls(TlsConfig::from_pem(cert.as_bytes(), key.as_bytes()).unwrap());
     let url = server.url();
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
-    let running = Running::start(
-        server,
-        confsum_server::attest::router(attest_service(&url, true)),
-    );
+    let running = server
+        .spawn(confsum_server::attest::router(attest_service(&url, true)))
+        .unwrap();
 
     let client = Client::builder()
         .add_root_pem(cert.as_bytes())
@@ -419,7 +375,7 @@ fn answers_over_the_limit_are_refused() {
     let server = loopback();
     let url = server.url();
     let router = Router::new().route("/big", get(|| async { vec![b'a'; 100_000] }));
-    let running = Running::start(server, router);
+    let running = server.spawn(router).unwrap();
     let client = Client::builder().max_response_bytes(1000).build();
     let err = client.get(&format!("{url}/big")).unwrap_err();
     assert!(
@@ -444,7 +400,7 @@ fn shutdown_lets_a_request_in_flight_finish() {
             "done"
         }),
     );
-    let running = Running::start(server, router);
+    let running = server.spawn(router).unwrap();
     let request = std::thread::spawn({
         let url = url.clone();
         move || Client::new().get(&format!("{url}/slow"))
@@ -502,7 +458,7 @@ fn kds_fetcher_gets_the_chain_that_verifies_the_aci_capture() {
             "/vcek/v1/Milan/cert_chain",
             get(move || async move { chain_pem }),
         );
-    let running = Running::start(server, router);
+    let running = server.spawn(router).unwrap();
 
     let fetcher = KdsFetcher::with_base_url(Client::new(), &url);
     assert_eq!(

@@ -6,7 +6,6 @@
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -16,7 +15,7 @@ use confsum_attest::{
     AttestRequest, InsecureEmulatedTee, Service, TokenClaims, TokenIssuer, TrustedRoots,
 };
 use confsum_server::skr::TrustedAuthorities;
-use confsum_server::{Client, Error, HsmClient, Server, TlsConfig};
+use confsum_server::{Client, Error, HsmClient, Server, Spawned, TlsConfig};
 use confsum_skr::{
     Broker, BrokerConfig, ClaimCondition, ImportAttributes, ImportKeyRequest, KeyMaterial, KeyType,
     MasterKey, POLICY_CONTENT_TYPE, ReleasePolicy, ReleasePolicyBody, SigningIdentity,
@@ -36,54 +35,21 @@ fn wrapping() -> &'static WrappingPrivateKey {
     KEY.get_or_init(|| WrappingPrivateKey::generate(2048).unwrap())
 }
 
-/// A running server; dropping it shuts it down and waits.
-struct Running {
-    url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<Result<(), Error>>>,
-}
-
-impl Running {
-    fn start(server: Server, router: Router) -> Running {
-        let url = server.url();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            server.serve_blocking(router, async move {
-                let _ = stopped.await;
-            })
-        });
-        Running {
-            url,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 fn loopback() -> Server {
     Server::bind("127.0.0.1:0".parse().unwrap()).unwrap()
 }
 
 /// The attestation service, accepting the emulated TEE.
-fn attestation() -> Running {
+fn attestation() -> Spawned {
     let server = loopback();
     let mut roots = TrustedRoots::amd();
     roots
         .add_insecure_root(&tee().insecure_ark_der().unwrap())
         .unwrap();
     let service = Service::new(TokenIssuer::generate(&server.url()).unwrap(), roots);
-    Running::start(server, confsum_server::attest::router(service))
+    server
+        .spawn(confsum_server::attest::router(service))
+        .unwrap()
 }
 
 /// A token for the emulated TEE with `host_data`, binding the test's
@@ -129,7 +95,7 @@ fn import_request(key: &[u8], policy: &ReleasePolicy, immutable: bool) -> Import
 
 /// A broker on loopback, its state in `dir`, trusting `trusted`.
 struct BrokerUnderTest {
-    running: Running,
+    running: Spawned,
     broker: Arc<Broker>,
     /// The release CA (and, over HTTPS, the TLS certificate), PEM.
     ca_pem: String,
@@ -137,7 +103,7 @@ struct BrokerUnderTest {
 
 impl BrokerUnderTest {
     fn client(&self) -> HsmClient {
-        HsmClient::with_ca_pem(&self.running.url, self.ca_pem.as_bytes()).unwrap()
+        HsmClient::with_ca_pem(self.running.url(), self.ca_pem.as_bytes()).unwrap()
     }
 
     fn admin(&self) -> HsmClient {
@@ -174,7 +140,7 @@ fn start_broker(
     broker.set_admin_token(ADMIN).unwrap();
     let router = confsum_server::skr::router(Arc::clone(&broker), Arc::new(trusted));
     BrokerUnderTest {
-        running: Running::start(server, router),
+        running: server.spawn(router).unwrap(),
         broker,
         ca_pem,
     }
@@ -209,16 +175,16 @@ fn the_right_workload_gets_exactly_the_imported_key_over_https() {
     let broker = start_broker(
         dir.path(),
         &MasterKey::generate().unwrap(),
-        TrustedAuthorities::new(Client::new()).trust(&attest.url),
+        TrustedAuthorities::new(Client::new()).trust(attest.url()),
         Some((&tls_cert.pem(), &tls_key.serialize_pem())),
     );
-    assert!(broker.running.url.starts_with("https://"));
+    assert!(broker.running.url().starts_with("https://"));
     let key = key_bytes(1);
     let bundle = broker
         .admin()
         .import(
             "disk-key",
-            &import_request(&key, &policy(&attest.url), false),
+            &import_request(&key, &policy(attest.url()), false),
         )
         .unwrap();
     assert_eq!(bundle.key.kty, "oct-HSM");
@@ -226,7 +192,7 @@ fn the_right_workload_gets_exactly_the_imported_key_over_https() {
         bundle
             .key
             .kid
-            .starts_with(&format!("{}/keys/disk-key/", broker.running.url))
+            .starts_with(&format!("{}/keys/disk-key/", broker.running.url()))
     );
 
     // GET: public attributes and the policy, never key material.
@@ -238,7 +204,7 @@ fn the_right_workload_gets_exactly_the_imported_key_over_https() {
         .build()
         .get(&format!(
             "{}/keys/disk-key?api-version=7.4",
-            broker.running.url
+            broker.running.url()
         ))
         .unwrap();
     let text = String::from_utf8(raw).unwrap();
@@ -247,7 +213,7 @@ fn the_right_workload_gets_exactly_the_imported_key_over_https() {
 
     let released = broker
         .client()
-        .release("disk-key", &token(&attest.url, HOST_DATA))
+        .release("disk-key", &token(attest.url(), HOST_DATA))
         .unwrap();
     assert_eq!(released.kty(), "oct-HSM");
     assert_eq!(released.unwrap(wrapping()).unwrap().as_slice(), key);
@@ -263,10 +229,10 @@ fn refusals_have_key_vault_statuses() {
     let broker = start_broker(
         dir.path(),
         &MasterKey::generate().unwrap(),
-        TrustedAuthorities::new(Client::new()).trust(&attest.url),
+        TrustedAuthorities::new(Client::new()).trust(attest.url()),
         None,
     );
-    let request = import_request(&key_bytes(2), &policy(&attest.url), true);
+    let request = import_request(&key_bytes(2), &policy(attest.url()), true);
 
     // No or wrong admin token: 401, with WWW-Authenticate.
     let (code, name, _) = status(broker.client().import("k", &request));
@@ -277,7 +243,7 @@ fn refusals_have_key_vault_statuses() {
     assert_eq!(status(wrong.import("k", &request)).0, 401);
     let answer = ureq_raw(
         "PUT",
-        &format!("{}/keys/k", broker.running.url),
+        &format!("{}/keys/k", broker.running.url()),
         b"not json",
     );
     assert_eq!(answer.0, 401);
@@ -294,7 +260,7 @@ fn refusals_have_key_vault_statuses() {
     let (code, name, message) = status(
         broker
             .client()
-            .release("k", &token(&attest.url, [0x43; 32])),
+            .release("k", &token(attest.url(), [0x43; 32])),
     );
     assert_eq!((code, name.as_str()), (403, "Forbidden"));
     assert!(message.contains("x-ms-sevsnpvm-hostdata"), "{message}");
@@ -313,14 +279,14 @@ fn refusals_have_key_vault_statuses() {
     assert_eq!(status(broker.client().release("k", "garbage")).0, 403);
     let answer = ureq_raw(
         "POST",
-        &format!("{}/keys/k/release?api-version=7.4", broker.running.url),
+        &format!("{}/keys/k/release?api-version=7.4", broker.running.url()),
         b"{\"targetx\":1}",
     );
     assert_eq!(answer.0, 400);
     // An api-version of another service: 400.
     let answer = ureq_raw(
         "GET",
-        &format!("{}/keys/k?api-version=2020-10-01", broker.running.url),
+        &format!("{}/keys/k?api-version=2020-10-01", broker.running.url()),
         b"",
     );
     assert_eq!(answer.0, 400);
@@ -343,11 +309,15 @@ fn refusals_have_key_vault_statuses() {
         .admin()
         .import(
             "m",
-            &import_request(&key_bytes(3), &policy(&attest.url), false),
+            &import_request(&key_bytes(3), &policy(attest.url()), false),
         )
         .unwrap();
     broker.admin().update("m", &update).unwrap();
-    let (code, _, message) = status(broker.client().release("m", &token(&attest.url, HOST_DATA)));
+    let (code, _, message) = status(
+        broker
+            .client()
+            .release("m", &token(attest.url(), HOST_DATA)),
+    );
     assert_eq!(code, 403);
     assert!(message.contains("elsewhere"), "{message}");
 
@@ -406,9 +376,8 @@ fn expired_tokens_are_refused_and_jwks_are_refetched_on_rotation() {
     let jwks_url = format!("{}/certs", jwks_server.url());
     let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = Arc::clone(&fetches);
-    let jwks = Running::start(
-        jwks_server,
-        Router::new().route(
+    let jwks = jwks_server
+        .spawn(Router::new().route(
             "/certs",
             axum::routing::get(move || {
                 let served = Arc::clone(&served);
@@ -418,8 +387,8 @@ fn expired_tokens_are_refused_and_jwks_are_refetched_on_rotation() {
                     axum::Json(serde_json::to_value(&*served.lock().unwrap()).unwrap())
                 }
             }),
-        ),
-    );
+        ))
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker(
         dir.path(),
@@ -476,14 +445,14 @@ fn fifty_concurrent_releases_then_a_restart_keep_keys_and_audit_log() {
     let attest = attestation();
     let dir = tempfile::tempdir().unwrap();
     let master = MasterKey::generate().unwrap();
-    let trusted = || TrustedAuthorities::new(Client::new()).trust(&attest.url);
+    let trusted = || TrustedAuthorities::new(Client::new()).trust(attest.url());
     let broker = start_broker(dir.path(), &master, trusted(), None);
     let key = key_bytes(5);
     broker
         .admin()
-        .import("k", &import_request(&key, &policy(&attest.url), false))
+        .import("k", &import_request(&key, &policy(attest.url()), false))
         .unwrap();
-    let good = token(&attest.url, HOST_DATA);
+    let good = token(attest.url(), HOST_DATA);
     let client = broker.client();
     let threads: Vec<_> = (0..50)
         .map(|_| {
@@ -530,15 +499,15 @@ fn python_cryptography_unwraps_a_released_key() {
     let broker = start_broker(
         dir.path(),
         &MasterKey::generate().unwrap(),
-        TrustedAuthorities::new(Client::new()).trust(&attest.url),
+        TrustedAuthorities::new(Client::new()).trust(attest.url()),
         None,
     );
     let key = key_bytes(6);
     broker
         .admin()
-        .import("k", &import_request(&key, &policy(&attest.url), false))
+        .import("k", &import_request(&key, &policy(attest.url()), false))
         .unwrap();
-    let good = token(&attest.url, HOST_DATA);
+    let good = token(attest.url(), HOST_DATA);
     for enc in [
         "CKM_RSA_AES_KEY_WRAP",
         "RSA_AES_KEY_WRAP_256",

@@ -8,7 +8,7 @@
 use std::time::{Duration, SystemTime};
 
 use confsum_attest::{InsecureEmulatedTee, RuntimeClaims, TokenClaims, TokenIssuer};
-use confsum_server::Server;
+use confsum_server::{Server, Spawned};
 use confsum_summarize::{LoadOptions, Summarizer};
 use confsum_workload::{AttestationDocument, Service, ServiceConfig, WorkloadKeys, router};
 use zeroize::Zeroizing;
@@ -109,7 +109,7 @@ impl World {
 
     /// Serves a workload showing `t`'s attestation, signing with the
     /// attested key, or with another when `impostor`.
-    fn serve(&self, t: Token, impostor: bool) -> (String, tokio::sync::oneshot::Sender<()>) {
+    fn serve(&self, t: Token, impostor: bool) -> Spawned {
         let keys = WorkloadKeys::generate().unwrap();
         let doc = self.document(&keys, t);
         let signer = if impostor {
@@ -130,14 +130,7 @@ impl World {
             ServiceConfig::new("t5-tiny").note("not a real summary"),
         );
         let server = Server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let url = server.url();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::spawn(move || {
-            server.serve_blocking(router(service), async move {
-                let _ = stopped.await;
-            })
-        });
-        (url, stop)
+        server.spawn(router(service)).unwrap()
     }
 
     fn client(&self, verb: &str, url: &str, allow: bool) -> confsum_testkit::Cmd {
@@ -210,8 +203,9 @@ fn verify_refuses_and_names_the_failing_check() {
         ),
     ];
     for (name, token, allow, expected) in cases {
-        let (url, _stop) = world.serve(*token, false);
-        let run = world.client("verify", &url, *allow).run().code(3);
+        let serving = world.serve(*token, false);
+        let url = serving.url();
+        let run = world.client("verify", url, *allow).run().code(3);
         let out = run.stdout_str();
         assert!(out.contains(expected), "{name}: {out}");
         assert!(out.contains("REFUSED"), "{name}: {out}");
@@ -219,8 +213,9 @@ fn verify_refuses_and_names_the_failing_check() {
     }
 
     // The control, and --json.
-    let (url, _stop) = world.serve(GOOD, false);
-    let run = world.client("verify", &url, true).run().success();
+    let serving = world.serve(GOOD, false);
+    let url = serving.url();
+    let run = world.client("verify", url, true).run().success();
     assert!(
         run.stdout_str().contains("trusted:"),
         "{}",
@@ -228,7 +223,7 @@ fn verify_refuses_and_names_the_failing_check() {
     );
     assert!(run.stderr_str().contains("INSECURE emulated TEE"));
     let run = world
-        .client("verify", &url, true)
+        .client("verify", url, true)
         .arg("--json")
         .run()
         .success();
@@ -236,7 +231,7 @@ fn verify_refuses_and_names_the_failing_check() {
     assert_eq!(json["trusted"], true);
     assert_eq!(json["checks"][3]["check"], "host_data");
     let run = world
-        .client("verify", &url, false)
+        .client("verify", url, false)
         .arg("--json")
         .run()
         .code(3);
@@ -247,9 +242,10 @@ fn verify_refuses_and_names_the_failing_check() {
 #[test]
 fn summarize_shows_only_verified_answers() {
     let world = World::new();
-    let (url, _stop) = world.serve(GOOD, false);
+    let serving = world.serve(GOOD, false);
+    let url = serving.url();
     let run = world
-        .client("summarize", &url, true)
+        .client("summarize", url, true)
         .args(["--document", "a.txt", "--file"])
         .arg(world.dir.path().join("doc.txt"))
         .run()
@@ -264,13 +260,14 @@ fn summarize_shows_only_verified_answers() {
     assert!(out.contains("doc.txt"), "{out}");
 
     // A workload whose answers another key signed: refused, nothing shown.
-    let (url, _stop) = world.serve(GOOD, true);
+    let serving = world.serve(GOOD, true);
+    let url = serving.url();
     for (args, refused) in [
         (&["--all"][..], "REFUSED the document list"),
         (&["--document", "a.txt"][..], "REFUSED the answer"),
     ] {
         let run = world
-            .client("summarize", &url, true)
+            .client("summarize", url, true)
             .args(args)
             .run()
             .code(3);
@@ -281,9 +278,10 @@ fn summarize_shows_only_verified_answers() {
     }
 
     // An untrusted workload is never asked.
-    let (url, _stop) = world.serve(GOOD, false);
+    let serving = world.serve(GOOD, false);
+    let url = serving.url();
     let run = world
-        .client("summarize", &url, false)
+        .client("summarize", url, false)
         .args(["--document", "a.txt"])
         .run()
         .code(3);

@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use confsum_attest::{TokenVerifier, runtime_keys_match};
-use confsum_server::{Client, Server};
+use confsum_server::{Client, Server, Spawned};
 use confsum_summarize::{LoadOptions, Summarizer};
 use confsum_workload::{
     Error, Expectations, ServiceConfig, Step, SummariesRequest, WorkloadClient, router,
@@ -15,17 +15,10 @@ use crate::common::{DOCS, Flow, ISSUER, model_dir};
 
 const HOST_DATA: [u8; 32] = [0x5a; 32];
 
-/// Serves `service` on a free port until the returned sender is dropped.
-fn serve(service: confsum_workload::Service) -> (String, tokio::sync::oneshot::Sender<()>) {
+/// Serves `service` on a free port until the handle is dropped.
+fn serve(service: confsum_workload::Service) -> Spawned {
     let server = Server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let url = server.url();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        server.serve_blocking(router(service), async move {
-            let _ = stopped.await;
-        })
-    });
-    (url, stop)
+    server.spawn(router(service)).unwrap()
 }
 
 #[test]
@@ -70,8 +63,9 @@ fn starts_serves_and_every_answer_verifies() {
     flow.broker.verify_audit().unwrap();
 
     let service = workload.into_service(ServiceConfig::new("t5-tiny").note("not a real summary"));
-    let (url, _stop) = serve(service);
-    let client = WorkloadClient::new(Client::new(), &url);
+    let serving = serve(service);
+    let url = serving.url();
+    let client = WorkloadClient::new(Client::new(), url);
     let fetched = client.attestation().unwrap();
     assert_eq!(fetched, doc);
     let mut expect = Expectations::new(ISSUER, flow.attest.jwks(), HOST_DATA);
@@ -179,17 +173,6 @@ fn another_host_data_is_refused_by_the_broker_naming_the_claim() {
     assert!(!steps.iter().any(|s| matches!(s, Step::KeyReleased { .. })));
 }
 
-/// Serves `router` on `server` until the returned sender is dropped.
-fn serve_router(server: Server, router: axum::Router) -> tokio::sync::oneshot::Sender<()> {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        server.serve_blocking(router, async move {
-            let _ = stopped.await;
-        })
-    });
-    stop
-}
-
 #[test]
 fn starts_over_http_with_the_attestation_service_and_the_broker() {
     use std::sync::Arc;
@@ -205,16 +188,17 @@ fn starts_over_http_with_the_attestation_service_and_the_broker() {
     let flow = Flow::with_broker_name(HOST_DATA, hsm_endpoint(&broker_url));
     let mut authorities = confsum_skr::AttestAuthorities::new();
     authorities.trust(ISSUER, flow.attest.jwks());
-    let _broker = serve_router(
-        broker_server,
-        confsum_server::skr::router(Arc::clone(&flow.broker), Arc::new(authorities)),
-    );
+    let _broker = broker_server
+        .spawn(confsum_server::skr::router(
+            Arc::clone(&flow.broker),
+            Arc::new(authorities),
+        ))
+        .unwrap();
     let attest_server = Server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let attest_url = attest_server.url();
-    let _attest = serve_router(
-        attest_server,
-        confsum_server::attest::router(flow.attest.clone()),
-    );
+    let _attest = attest_server
+        .spawn(confsum_server::attest::router(flow.attest.clone()))
+        .unwrap();
 
     let attestation = HttpAttestation::new(Client::new(), &attest_url);
     let hsm = HsmClient::with_ca_pem(&broker_url, flow.ca_pem.as_bytes()).unwrap();
