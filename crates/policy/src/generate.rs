@@ -32,7 +32,8 @@ use crate::error::{Document, Error, TemplateError};
 use crate::image::ImageConfig;
 use crate::model::{
     API_VERSION, Capabilities, Container, EnvRule, EnvStrategy, ExecProcess, FRAMEWORK_VERSION,
-    Fragment, IdName, Mount, Policy, Switches, User,
+    Fragment, IdName, Mount, PRIVILEGED_CAPABILITIES, Policy, Switches, UNPRIVILEGED_CAPABILITIES,
+    User,
 };
 use crate::pyjson::{self, Ordered, truthy};
 
@@ -128,67 +129,6 @@ fn mount_source(kind: &str) -> Option<&'static str> {
     })
 }
 
-const UNPRIVILEGED_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
-
-const PRIVILEGED_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
 /// config.py `SIGNALS`.
 fn signal_number(name: &str) -> Option<i64> {
     Some(match name.to_ascii_uppercase().as_str() {
@@ -264,7 +204,10 @@ fn injected_env_rules() -> Vec<(String, EnvRule)> {
 /// The pause container (internal_config.json `default_containers`), whose
 /// capabilities keep their config order.
 pub(crate) fn pause_container() -> Container {
-    let caps: Vec<String> = UNPRIVILEGED_CAPS.iter().map(|s| (*s).to_owned()).collect();
+    let caps: Vec<String> = UNPRIVILEGED_CAPABILITIES
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
     Container {
         id: None,
         name: Some("pause-container".into()),
@@ -914,9 +857,9 @@ fn bind_mount(source: &str, destination: &str, read_only: bool) -> Mount {
 /// container.py `extract_capabilities`.
 fn capabilities(sc: Option<&Value>, privileged: bool, path: &str) -> Result<Capabilities, Error> {
     let base: Vec<String> = if privileged {
-        PRIVILEGED_CAPS
+        PRIVILEGED_CAPABILITIES.as_slice()
     } else {
-        UNPRIVILEGED_CAPS
+        UNPRIVILEGED_CAPABILITIES.as_slice()
     }
     .iter()
     .map(|s| (*s).to_owned())
@@ -1250,7 +1193,7 @@ mod tests {
         sorted.sort();
         assert_eq!(c.bounding, sorted);
         let p = capabilities(None, true, "p").unwrap();
-        assert_eq!(p.inheritable.len(), PRIVILEGED_CAPS.len());
+        assert_eq!(p.inheritable.len(), PRIVILEGED_CAPABILITIES.len());
         assert!(p.ambient.is_empty());
     }
 
