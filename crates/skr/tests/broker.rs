@@ -3,7 +3,7 @@
 //! checks it, denials, admin auth, restarts, tampering, concurrency.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Command, Stdio};
+use confsum_testkit::{Cmd, python_with};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -946,38 +946,18 @@ fn every_error_has_a_status() {
     }
 }
 
+/// `python3` with PyJWT and cryptography; false when it is missing and
+/// `CONFSUM_SKIP_REAL_TOOLS=1`.
 fn python_ok() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import jwt, cryptography"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok && std::env::var("CONFSUM_SKIP_REAL_TOOLS").as_deref() != Ok("1") {
-        panic!("python3 with pyjwt and cryptography is needed, or set CONFSUM_SKIP_REAL_TOOLS=1");
-    }
-    ok
+    python_with(&["jwt", "cryptography"], "pyjwt cryptography").is_some()
 }
 
 fn run_python(script: &str, input: &Value) -> Value {
-    use std::io::Write as _;
-    let mut child = Command::new("python3")
+    let out = Cmd::new("python3")
         .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .stdin(input.to_string())
+        .run()
+        .success();
     serde_json::from_slice(&out.stdout).unwrap()
 }
 

@@ -6,8 +6,7 @@
 //! `CONFSUM_SKIP_REAL_TOOLS=1` to skip them where it is missing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use confsum_testkit::{Cmd, python_with};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -17,44 +16,18 @@ use confsum_skr::{
 };
 use serde_json::{Value, json};
 
+/// `python3` with cryptography, or `None` when it is missing and
+/// `CONFSUM_SKIP_REAL_TOOLS=1`.
 fn python() -> Option<()> {
-    let ok = Command::new("python3")
-        .args(["-c", "import cryptography"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(());
-    }
-    if std::env::var("CONFSUM_SKIP_REAL_TOOLS").as_deref() == Ok("1") {
-        eprintln!("skipping: python3 with cryptography not found");
-        return None;
-    }
-    panic!(
-        "python3 with cryptography is needed (pip install cryptography), \
-         or set CONFSUM_SKIP_REAL_TOOLS=1"
-    );
+    python_with(&["cryptography"], "cryptography").map(drop)
 }
 
 fn run_python(script: &str, input: &Value) -> Value {
-    let mut child = Command::new("python3")
+    let out = Cmd::new("python3")
         .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .stdin(input.to_string())
+        .run()
+        .success();
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
