@@ -44,12 +44,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::{SecureRandom as _, SystemRandom};
-use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair, RsaPublicKeyComponents};
+use ring::signature::{
+    RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, RsaKeyPair, RsaPublicKeyComponents,
+};
 use rsa::RsaPrivateKey;
-use rsa::pkcs1v15::{Signature, VerifyingKey};
 use rsa::pkcs8::EncodePrivateKey as _;
 use rsa::rand_core::OsRng;
-use rsa::signature::Verifier as _;
 use rsa::traits::PublicKeyParts as _;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -706,15 +706,17 @@ impl TokenVerifier {
         if signature.len() != public.size() {
             return Err(TokenError::BadSignature.into());
         }
-        let signature =
-            Signature::try_from(signature.as_slice()).map_err(|_| TokenError::BadSignature)?;
         let signed_len = header_b64.len() + 1 + payload_b64.len();
         let signed = token
             .as_bytes()
             .get(..signed_len)
             .ok_or(TokenError::NotCompact)?;
-        VerifyingKey::<Sha256>::new(public)
-            .verify(signed, &signature)
+        // ring, not the rsa crate: every key release verifies one token,
+        // and the whole check takes 44 µs where rsa's signature check
+        // alone took 440-470 µs.
+        let (n, e) = (public.n().to_bytes_be(), public.e().to_bytes_be());
+        RsaPublicKeyComponents { n: &n, e: &e }
+            .verify(&RSA_PKCS1_2048_8192_SHA256, signed, &signature)
             .map_err(|_| TokenError::BadSignature)?;
 
         let claims = TokenClaims::from_json(&decode_part(payload_b64, TokenPart::Payload)?)?;
