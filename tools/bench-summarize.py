@@ -26,8 +26,10 @@ the tiny byte-level BPE of make-fixtures.py (only the cost matters, not the text
 
 Every round runs each contender once in a rotated order (a cell of a round = median of --runs
 generate calls after the contender's warm-up); the table shows the median over --rounds. Load from
-other jobs thus falls on all contenders alike; still, compare only numbers from one run. ORT fp32's
-token ids are checked against transformers' (and int8's agreement with fp32 is reported).
+other jobs thus falls on all contenders alike; still, compare only numbers from one run. Before
+timing, ORT's generated ids and its teacher-forced logits over 16 decoder steps are compared with
+transformers' (random checkpoints often generate one token over and over, so the ids alone prove
+little); the results are printed under the table.
 
 No optimum release on PyPI accepts transformers 5.x (optimum-onnx 0.1.0 wants transformers<4.58 and
 fails to import under 5.x), so optimum, optimum-onnx and transformers 4.57.6 are installed with
@@ -66,6 +68,8 @@ SITE_PINS = [
     "certifi==2026.10.19.post1",
 ]
 WORKER_TAG = "@@bench "
+# Teacher-forced check: the decoder start token followed by this many of the input ids.
+FORCED_STEPS = 16
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 INPUT_TOKENS = 512
@@ -205,6 +209,16 @@ def load_ids(ckpt):
         ids = json.load(f)["input_ids"]
     assert len(ids) == INPUT_TOKENS, len(ids)
     return ids
+
+
+def forced_decoder_ids(ckpt):
+    """[decoder start] + the first input ids: a decoder input whose logits every contender must match.
+
+    Random checkpoints often generate one token 60 times, which makes the generated ids a weak check.
+    """
+    with open(os.path.join(ckpt, "generation_config.json")) as f:
+        start = json.load(f)["decoder_start_token_id"]
+    return [start] + load_ids(ckpt)[: FORCED_STEPS - 1]
 
 
 def first_divergence(a, b):
@@ -386,6 +400,11 @@ class Transformers:
         assert len(out) == NEW_TOKENS, len(out)
         return out
 
+    def logits(self, decoder_ids):
+        with torch.inference_mode():
+            out = self.model(input_ids=self.ids, attention_mask=self.mask, decoder_input_ids=torch.tensor([decoder_ids]))
+        return out.logits[0].float().numpy()
+
     def time(self, runs):
         times = []
         for _ in range(runs):
@@ -417,10 +436,22 @@ class OrtWorker:
                 return json.loads(line[len(WORKER_TAG):])
         raise SystemExit(f"ORT worker stopped (exit status {self.proc.wait()})")
 
-    def time(self, runs):
-        self.proc.stdin.write(f"{runs}\n")
+    def _ask(self, line):
+        self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
-        return self._read()["ms_median"]
+        return self._read()
+
+    def logits(self, decoder_ids):
+        import numpy as np
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="bench-logits-") as tmp:
+            path = os.path.join(tmp, "logits.npy")
+            self._ask("logits " + path + " " + ",".join(map(str, decoder_ids)))
+            return np.load(path)
+
+    def time(self, runs):
+        return self._ask(str(runs))["ms_median"]
 
     def close(self):
         self.proc.stdin.close()
@@ -487,6 +518,16 @@ def ort_worker(folder, ckpt, kind, threads):
 
     print(WORKER_TAG + json.dumps({"ids": generate()}), flush=True)
     for line in sys.stdin:
+        if line.startswith("logits "):
+            import numpy as np
+
+            _, path, dec = line.split()
+            dec = torch.tensor([[int(t) for t in dec.split(",")]])
+            with torch.inference_mode():
+                out = model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec)
+            np.save(path, out.logits[0].float().numpy())
+            print(WORKER_TAG + json.dumps({"saved": path}), flush=True)
+            continue
         times = []
         for _ in range(int(line)):
             t0 = time.perf_counter()
@@ -614,7 +655,21 @@ def main():
             if ref is not None and "ORT fp32" in contenders:
                 d = first_divergence(ref.first_ids, contenders["ORT fp32"].first_ids)
                 checks["ORT fp32 ids == transformers"] = d is None
-                log(f"{name}: ORT fp32 token ids {'== transformers' if d is None else f'DIFFER from transformers at step {d}'}")
+                log(f"{name}: ORT fp32 token ids {'== transformers' if d is None else f'DIFFER from transformers at step {d}'}"
+                    f" ({len(set(ref.first_ids))} distinct ids among transformers' {len(ref.first_ids)})")
+            if ref is not None:
+                dec = forced_decoder_ids(ckpt)
+                want = ref.logits(dec)
+                for label in ("ORT fp32", "ORT int8"):
+                    if label not in contenders:
+                        continue
+                    got = contenders[label].logits(dec)
+                    diff = float(abs(got - want).max())
+                    top1 = int((got.argmax(-1) == want.argmax(-1)).sum())
+                    checks[f"{label} teacher-forced max |logit diff|"] = diff
+                    checks[f"{label} teacher-forced top-1 == transformers"] = f"{top1}/{len(dec)}"
+                    log(f"{name}: {label} teacher-forced logits over {len(dec)} steps: max |diff| {diff:.2e} "
+                        f"(transformers' logits up to {float(abs(want).max()):.1f}), top-1 equal {top1}/{len(dec)}")
             if "ORT fp32" in contenders and "ORT int8" in contenders:
                 a, b = contenders["ORT fp32"].first_ids, contenders["ORT int8"].first_ids
                 d = first_divergence(a, b)
@@ -695,7 +750,8 @@ def report(args, results, versions):
           "(fp32: transformers, ORT fp32; int8: ORT int8); below 1 means confsum is faster.")
     for name, res in results.items():
         if res["checks"]:
-            print(f"{name}: " + "; ".join(f"{k}: {v}" for k, v in res["checks"].items()))
+            print(f"{name}: " + "; ".join(f"{k}: {v:.2e}" if isinstance(v, float) else f"{k}: {v}"
+                                          for k, v in res["checks"].items()))
     if args.json:
         with open(args.json + ".partial", "w") as f:
             json.dump({"cpu": cpu, "load_average": load, "threads": args.threads, "rounds": args.rounds,
