@@ -12,6 +12,12 @@
 //!
 //! candle takes its thread count from `RAYON_NUM_THREADS` when it starts,
 //! so `--threads N` starts this program again with that variable set.
+//!
+//! For `--int8` on a CPU with AVX-512 VNNI, run it with
+//! `CANDLE_NUM_THREADS=1` in the environment (and `RAYON_NUM_THREADS=N`
+//! rather than `--threads N`, which sets both): the library then takes
+//! candle's VNNI kernels for the layers they fit, which only pay when
+//! candle's own spin-waiting pool is single-threaded.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};

@@ -138,127 +138,11 @@ impl LayerNorm {
     }
 }
 
-/// `Σ a·b`, in eight lanes so the compiler can vectorize it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
-        .remainder()
-        .iter()
-        .zip(b8.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a8.zip(b8) {
-        for ((l, x), y) in lanes.iter_mut().zip(x).zip(y) {
-            *l += x * y;
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
-/// `softmax(q·kᵀ + bias)·v` for one query per row and head, the shape of
-/// every decoder step. candle's matmul would make one small gemm call per
-/// head, whose fixed cost is many times this arithmetic.
-struct OneQueryAttention<'a> {
-    /// `[batch · len]` additive mask over the keys.
-    bias: Option<&'a [f32]>,
-}
-
-fn contiguous_f32<'s>(
-    storage: &'s candle_core::CpuStorage,
-    layout: &candle_core::Layout,
-) -> candle_core::Result<&'s [f32]> {
-    let candle_core::CpuStorage::F32(data) = storage else {
-        candle_core::bail!("one-query attention takes f32")
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("one-query attention takes contiguous tensors")
-    };
-    data.get(start..end)
-        .ok_or_else(|| candle_core::Error::Msg("layout outside its storage".to_owned()))
-}
-
-impl candle_core::CustomOp3 for OneQueryAttention<'_> {
-    fn name(&self) -> &'static str {
-        "bart-one-query-attention"
-    }
-
-    /// `q` `[b, h, 1, d]`, `k` and `v` `[b, h, len, d]`, all contiguous.
-    fn cpu_fwd(
-        &self,
-        q_storage: &candle_core::CpuStorage,
-        q_layout: &candle_core::Layout,
-        k_storage: &candle_core::CpuStorage,
-        k_layout: &candle_core::Layout,
-        v_storage: &candle_core::CpuStorage,
-        v_layout: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let (b, h, one, d) = q_layout.shape().dims4()?;
-        let (kb, kh, len, kd) = k_layout.shape().dims4()?;
-        if one != 1 || (kb, kh, kd) != (b, h, d) || v_layout.shape() != k_layout.shape() {
-            candle_core::bail!(
-                "one-query attention shapes {:?} {:?} {:?}",
-                q_layout.shape(),
-                k_layout.shape(),
-                v_layout.shape()
-            )
-        }
-        if d == 0 || len == 0 {
-            candle_core::bail!("one-query attention over nothing")
-        }
-        let q = contiguous_f32(q_storage, q_layout)?;
-        let k = contiguous_f32(k_storage, k_layout)?;
-        let v = contiguous_f32(v_storage, v_layout)?;
-        if let Some(bias) = self.bias
-            && bias.len() != b * len
-        {
-            candle_core::bail!("one-query attention bias of {} for {b}×{len}", bias.len())
-        }
-        let mut out = vec![0f32; b * h * d];
-        let mut scores = vec![0f32; len];
-        let blocks = q
-            .chunks_exact(d)
-            .zip(k.chunks_exact(len * d))
-            .zip(v.chunks_exact(len * d))
-            .zip(out.chunks_exact_mut(d));
-        for (i, (((q, k), v), out)) in blocks.enumerate() {
-            let row = i / h;
-            let bias = self
-                .bias
-                .and_then(|bias| bias.get(row * len..(row + 1) * len));
-            for (s, key) in scores.iter_mut().zip(k.chunks_exact(d)) {
-                *s = dot(q, key);
-            }
-            if let Some(bias) = bias {
-                for (s, b) in scores.iter_mut().zip(bias) {
-                    *s += b;
-                }
-            }
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut total = 0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                total += *s;
-            }
-            for (s, value) in scores.iter().zip(v.chunks_exact(d)) {
-                let w = s / total;
-                for (o, x) in out.iter_mut().zip(value) {
-                    *o += w * x;
-                }
-            }
-        }
-        Ok((candle_core::CpuStorage::F32(out), (b, h, 1, d).into()))
-    }
-}
-
-/// `softmax(q·kᵀ + bias)·v` for the single-token query of a decoder step:
-/// `q` `[b, h, 1, d]`, `k`, `v` `[b, h, len, d]`.
+/// One query per row and head, with a mask per row: every decoder step.
 fn attend_one(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&[f32]>) -> Result<Tensor> {
-    Ok(q.contiguous()?
-        .apply_op3_no_bwd(k, v, &OneQueryAttention { bias })?)
+    crate::attention::attend_one(q, k, v, bias, None)
 }
 
-/// `softmax(q·kᵀ + bias)·v` over `[batch, heads, len, head_dim]`.
 fn attend(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let scores = q.matmul(&k.t()?)?;
     let scores = match bias {
@@ -447,7 +331,8 @@ impl CrossAttention {
                 d_model,
                 heads,
                 Precision::F32,
-            )?,
+            )?
+            .into_batched()?,
             out: out_proj(weights, prefix, d_model, precision)?,
             heads,
         })
@@ -554,6 +439,23 @@ impl EncoderLayer {
                 precision,
             )?,
             final_layer_norm: LayerNorm::load(weights, &format!("{prefix}.final_layer_norm"), d)?,
+        })
+    }
+
+    /// Every product here has all input rows: the layout for that.
+    fn into_batched(self) -> Result<Self> {
+        Ok(Self {
+            self_attn: SelfAttention {
+                qkv: self.self_attn.qkv.into_batched()?,
+                out: self.self_attn.out.into_batched()?,
+                heads: self.self_attn.heads,
+            },
+            ffn: FeedForward {
+                fc1: self.ffn.fc1.into_batched()?,
+                fc2: self.ffn.fc2.into_batched()?,
+                activation: self.ffn.activation,
+            },
+            ..self
         })
     }
 
@@ -726,7 +628,8 @@ impl Bart {
                     &format!("model.encoder.layers.{i}"),
                     config,
                     Precision::F32,
-                )
+                )?
+                .into_batched()
             })
             .collect::<Result<Vec<_>>>()?;
         let decoder = (0..config.decoder_layers)

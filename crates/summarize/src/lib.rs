@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod attention;
 mod bart;
 mod checkpoint;
 mod error;

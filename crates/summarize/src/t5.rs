@@ -8,6 +8,7 @@
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
+use crate::attention::attend_one;
 use crate::error::{Error, Result};
 use crate::json::{Fields, flag, string};
 use crate::nn::{Activation, Linear, Precision};
@@ -223,13 +224,10 @@ impl Attention {
                 stacked(weights, prefix, &["q"], (d, inner), precision)?,
                 // Run once per input over every encoder position: a
                 // batched product, where int8 is slower than f32.
-                Some(stacked(
-                    weights,
-                    prefix,
-                    &["k", "v"],
-                    (d, inner),
-                    Precision::F32,
-                )?),
+                Some(
+                    stacked(weights, prefix, &["k", "v"], (d, inner), Precision::F32)?
+                        .into_batched()?,
+                ),
             )
         } else {
             (
@@ -243,6 +241,15 @@ impl Attention {
             o: Linear::load(weights, &format!("{prefix}.o"), inner, d, false, precision)?,
             heads: cfg.num_heads,
             d_kv: cfg.d_kv,
+        })
+    }
+
+    /// The encoder's layout: every product has all input rows.
+    fn into_batched(self) -> Result<Self> {
+        Ok(Self {
+            input: self.input.into_batched()?,
+            o: self.o.into_batched()?,
+            ..self
         })
     }
 
@@ -355,6 +362,15 @@ impl Ff {
             gated: cfg.gated,
             d_ff: f,
             activation: cfg.activation,
+        })
+    }
+
+    /// The encoder's layout: every product has all input rows.
+    fn into_batched(self) -> Result<Self> {
+        Ok(Self {
+            wi: self.wi.into_batched()?,
+            wo: self.wo.into_batched()?,
+            ..self
         })
     }
 
@@ -475,8 +491,9 @@ impl T5 {
                     false,
                     cfg,
                     encoder_precision,
-                )?,
-                ff: Ff::load(weights, &format!("{p}.1"), cfg, encoder_precision)?,
+                )?
+                .into_batched()?,
+                ff: Ff::load(weights, &format!("{p}.1"), cfg, encoder_precision)?.into_batched()?,
             });
         }
         let mut decoder = Vec::with_capacity(cfg.num_decoder_layers);
@@ -716,7 +733,14 @@ impl T5 {
             .reshape((b, 1, d))?;
         let pos = state.len;
         // Decoder self-attention looks back only: unidirectional buckets.
-        let bias = self.position_bias(&self.decoder_rel_bias, false, pos, 1, pos + 1)?;
+        let bias = self
+            .position_bias(&self.decoder_rel_bias, false, pos, 1, pos + 1)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let mask = match &state.encoder_mask {
+            Some(m) => Some(m.flatten_all()?.to_vec1::<f32>()?),
+            None => None,
+        };
         let mut past = Vec::with_capacity(self.decoder.len());
         for (i, block) in self.decoder.iter().enumerate() {
             let a = &block.self_attn;
@@ -727,7 +751,7 @@ impl T5 {
                 None if pos == 0 => (k.contiguous()?, v.contiguous()?),
                 None => return Err(Error::Generation("decoder cache out of step".to_owned())),
             };
-            let o = a.merge_heads(&attend(&q, &k, &v, Some(&bias))?)?;
+            let o = a.merge_heads(&attend_one(&q, &k, &v, None, Some(&bias))?)?;
             past.push((k, v));
             x = (x + o)?;
 
@@ -738,7 +762,7 @@ impl T5 {
                 .ok_or_else(|| Error::Generation("cross-attention cache missing".to_owned()))?;
             let h = block.cross_norm.forward(&x)?;
             let [q] = one(c.project(&c.input, &h, 1)?)?;
-            let o = c.merge_heads(&attend(&q, ck, cv, state.encoder_mask.as_ref())?)?;
+            let o = c.merge_heads(&attend_one(&q, ck, cv, mask.as_deref(), None)?)?;
             x = block.ff.forward(&(x + o)?)?;
         }
         let mut out = self.decoder_norm.forward(&x)?;

@@ -1,0 +1,191 @@
+//! Attention of one query per row and head: the shape of every decoder
+//! step, in both families.
+//!
+//! Written here rather than with candle's ops: candle's batched matmul
+//! makes one small gemm call per head (each waking the thread pool), then
+//! a bias add, a softmax and another such matmul, and the fixed cost of
+//! those calls is many times this arithmetic. One pass here computes
+//! scores, softmax and the weighted sum per head, spread over rayon's
+//! pool when there is enough of it.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+
+use crate::error::Result;
+
+/// `Σ a·b`, in eight lanes so the compiler can vectorize it.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a8.zip(b8) {
+        for ((l, x), y) in lanes.iter_mut().zip(x).zip(y) {
+            *l += x * y;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Heads × keys × width below which one thread does it all: waking the
+/// other costs more than the work.
+const PARALLEL_MIN: usize = 1 << 15;
+
+/// `softmax(q·kᵀ + bias)·v` with `q` `[b, h, 1, d]` and `k`, `v`
+/// `[b, h, len, d]`.
+struct OneQuery<'a> {
+    /// `[b · len]`: an additive mask per row (padding).
+    row_bias: Option<&'a [f32]>,
+    /// `[h · len]`: an additive bias per head, the same for every row
+    /// (T5's relative positions).
+    head_bias: Option<&'a [f32]>,
+}
+
+fn contiguous_f32<'s>(storage: &'s CpuStorage, layout: &Layout) -> candle_core::Result<&'s [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("one-query attention takes f32")
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("one-query attention takes contiguous tensors")
+    };
+    data.get(start..end)
+        .ok_or_else(|| candle_core::Error::Msg("layout outside its storage".to_owned()))
+}
+
+impl OneQuery<'_> {
+    /// One head of one row: `out` `[d]` from `q` `[d]`, `k`, `v` `[len, d]`.
+    fn head(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        biases: [Option<&[f32]>; 2],
+        scores: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let d = q.len();
+        for (s, key) in scores.iter_mut().zip(k.chunks_exact(d)) {
+            *s = dot(q, key);
+        }
+        for bias in biases.into_iter().flatten() {
+            for (s, b) in scores.iter_mut().zip(bias) {
+                *s += b;
+            }
+        }
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut total = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            total += *s;
+        }
+        out.fill(0.0);
+        for (s, value) in scores.iter().zip(v.chunks_exact(d)) {
+            let w = s / total;
+            for (o, x) in out.iter_mut().zip(value) {
+                *o += w * x;
+            }
+        }
+    }
+}
+
+impl CustomOp3 for OneQuery<'_> {
+    fn name(&self) -> &'static str {
+        "one-query-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        q_storage: &CpuStorage,
+        q_layout: &Layout,
+        k_storage: &CpuStorage,
+        k_layout: &Layout,
+        v_storage: &CpuStorage,
+        v_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        use rayon::prelude::*;
+
+        let (b, h, one, d) = q_layout.shape().dims4()?;
+        let (kb, kh, len, kd) = k_layout.shape().dims4()?;
+        if one != 1 || (kb, kh, kd) != (b, h, d) || v_layout.shape() != k_layout.shape() {
+            candle_core::bail!(
+                "one-query attention shapes {:?} {:?} {:?}",
+                q_layout.shape(),
+                k_layout.shape(),
+                v_layout.shape()
+            )
+        }
+        if d == 0 || len == 0 {
+            candle_core::bail!("one-query attention over nothing")
+        }
+        let q = contiguous_f32(q_storage, q_layout)?;
+        let k = contiguous_f32(k_storage, k_layout)?;
+        let v = contiguous_f32(v_storage, v_layout)?;
+        if let Some(bias) = self.row_bias
+            && bias.len() != b * len
+        {
+            candle_core::bail!(
+                "one-query attention row bias of {} for {b}×{len}",
+                bias.len()
+            )
+        }
+        if let Some(bias) = self.head_bias
+            && bias.len() != h * len
+        {
+            candle_core::bail!(
+                "one-query attention head bias of {} for {h}×{len}",
+                bias.len()
+            )
+        }
+        let mut out = vec![0f32; b * h * d];
+        // Head `i` of the flattened `[b · h]`.
+        let run = |i: usize, out: &mut [f32], scores: &mut [f32]| {
+            let (row, head) = (i / h, i % h);
+            let biases = [
+                self.row_bias
+                    .and_then(|bias| bias.get(row * len..(row + 1) * len)),
+                self.head_bias
+                    .and_then(|bias| bias.get(head * len..(head + 1) * len)),
+            ];
+            let kv = i * len * d..(i + 1) * len * d;
+            let (Some(q), Some(k), Some(v)) =
+                (q.get(i * d..(i + 1) * d), k.get(kv.clone()), v.get(kv))
+            else {
+                return;
+            };
+            OneQuery::head(q, k, v, biases, scores, out);
+        };
+        if b * h > 1 && b * h * len * d >= PARALLEL_MIN && rayon::current_num_threads() > 1 {
+            out.par_chunks_exact_mut(d)
+                .enumerate()
+                .for_each_init(|| vec![0f32; len], |scores, (i, out)| run(i, out, scores));
+        } else {
+            let mut scores = vec![0f32; len];
+            for (i, out) in out.chunks_exact_mut(d).enumerate() {
+                run(i, out, &mut scores);
+            }
+        }
+        Ok((CpuStorage::F32(out), (b, h, 1, d).into()))
+    }
+}
+
+/// `softmax(q·kᵀ + row_bias + head_bias)·v` for `q` `[b, h, 1, d]` and
+/// `k`, `v` `[b, h, len, d]`; no scaling (fold it into `q`). `row_bias`
+/// is `[b · len]`, `head_bias` `[h · len]`.
+pub(crate) fn attend_one(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    row_bias: Option<&[f32]>,
+    head_bias: Option<&[f32]>,
+) -> Result<Tensor> {
+    Ok(q.contiguous()?.apply_op3_no_bwd(
+        &k.contiguous()?,
+        &v.contiguous()?,
+        &OneQuery {
+            row_bias,
+            head_bias,
+        },
+    )?)
+}
