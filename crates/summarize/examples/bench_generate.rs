@@ -10,14 +10,10 @@
 //! prints one JSON line: `{"ms_median", "ms_min", "new_tokens",
 //! "input_tokens"}`.
 //!
-//! candle takes its thread count from `RAYON_NUM_THREADS` when it starts,
-//! so `--threads N` starts this program again with that variable set.
-//!
-//! For `--int8` on a CPU with AVX-512 VNNI, run it with
-//! `CANDLE_NUM_THREADS=1` in the environment (and `RAYON_NUM_THREADS=N`
-//! rather than `--threads N`, which sets both): the library then takes
-//! candle's VNNI kernels for the layers they fit, which only pay when
-//! candle's own spin-waiting pool is single-threaded.
+//! candle takes its thread counts from the environment when it starts,
+//! so `--threads N` starts this program again with
+//! `confsum_summarize::thread_env` set (for `--int8`, candle's own pool
+//! single-threaded, as `confsum summarize` does).
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -25,13 +21,23 @@ use std::time::Instant;
 
 use std::os::unix::process::CommandExt;
 
-use confsum_summarize::{LoadOptions, Precision, Summarizer, THREAD_ENV_VARS, threads_configured};
+use confsum_summarize::{LoadOptions, Precision, Summarizer, thread_env, threads_configured};
 
 struct Args {
     dir: PathBuf,
     threads: Option<usize>,
     runs: usize,
     int8: bool,
+}
+
+impl Args {
+    fn precision(&self) -> Precision {
+        if self.int8 {
+            Precision::Int8
+        } else {
+            Precision::F32
+        }
+    }
 }
 
 fn parse() -> Result<Args, String> {
@@ -66,11 +72,7 @@ fn parse() -> Result<Args, String> {
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let text = std::fs::read_to_string(args.dir.join("input.txt"))?;
-    let precision = if args.int8 {
-        Precision::Int8
-    } else {
-        Precision::F32
-    };
+    let precision = args.precision();
     let mut summarizer = Summarizer::load(&args.dir, &LoadOptions::default().precision(precision))?;
     let load_peak = peak_rss_mib();
     let input = vec![summarizer.encode_text(&text)?];
@@ -120,13 +122,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(n) = args.threads.filter(|&n| !threads_configured(n)) {
+    let precision = args.precision();
+    if let Some(n) = args.threads.filter(|&n| !threads_configured(n, precision)) {
         // candle reads the count once from the environment: become this
         // program again with it set (the new image's check passes).
         let err = std::env::current_exe().map(|exe| {
             Command::new(exe)
                 .args(std::env::args_os().skip(1))
-                .envs(THREAD_ENV_VARS.map(|v| (v, n.to_string())))
+                .envs(thread_env(n, precision))
                 .exec()
         });
         eprintln!("cannot start again with {n} threads: {err:?}");

@@ -326,20 +326,38 @@ fn chunking_summarizes_long_input() {
 
 #[test]
 fn thread_count_is_read_from_the_environment() {
-    assert!(!confsum_summarize::threads_configured(0));
+    use confsum_summarize::{Precision, THREAD_ENV_VARS, thread_env, threads_configured};
+
+    assert_eq!(
+        thread_env(3, Precision::F32),
+        [
+            (THREAD_ENV_VARS[0], "3".into()),
+            (THREAD_ENV_VARS[1], "3".into())
+        ]
+    );
+    // Int8 keeps candle's spin-waiting pool to the calling thread.
+    assert_eq!(
+        thread_env(3, Precision::Int8),
+        [
+            (THREAD_ENV_VARS[0], "3".into()),
+            (THREAD_ENV_VARS[1], "1".into())
+        ]
+    );
+    assert!(!threads_configured(0, Precision::F32));
     let read = |name: &str| {
         std::env::var(name)
             .ok()
             .and_then(|s| s.trim().parse::<usize>().ok())
     };
-    let [rayon, candle] = confsum_summarize::THREAD_ENV_VARS.map(read);
-    match rayon {
-        Some(k) if candle == Some(k) && k > 0 => {
-            assert!(confsum_summarize::threads_configured(k));
-            assert!(!confsum_summarize::threads_configured(k + 1));
+    let [rayon, candle] = THREAD_ENV_VARS.map(read);
+    match (rayon, candle) {
+        (Some(k), Some(c)) if k > 0 => {
+            assert_eq!(threads_configured(k, Precision::F32), c == k);
+            assert_eq!(threads_configured(k, Precision::Int8), c == 1);
+            assert!(!threads_configured(k + 1, Precision::F32));
         }
-        // Unset (or disagreeing) variables: no count can be promised.
-        _ => assert!(!confsum_summarize::threads_configured(1)),
+        // Unset variables: no count can be promised.
+        _ => assert!(!threads_configured(1, Precision::F32)),
     }
 }
 

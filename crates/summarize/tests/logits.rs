@@ -2,7 +2,8 @@
 //!
 //! For each case of a fixture, `expected.json` records the logits of
 //! transformers' first decoder step and the ids of each `generate` run.
-//! Here [`Summarizer::logits`] must give the first step within 1e-4, and a
+//! Here [`Summarizer::logits`] must give the first step within 1e-4 (or
+//! 1e-5 of the logits' scale, where that is larger), and a
 //! greedy loop written here on top of it, with the logits processors that
 //! transformers reports it ran (`effective`), must give the recorded ids.
 //! That checks the models without this crate's own search
@@ -21,7 +22,7 @@ use confsum_summarize::{LoadOptions, Precision, Summarizer};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use common::{expected, fixture, floats, greedy_run, ids, read_json, rows};
+use common::{expected, f32_logit_bound, fixture, floats, greedy_run, ids, read_json, rows};
 
 fn load(dir: &Path, precision: Precision) -> Summarizer {
     Summarizer::load(dir, &LoadOptions::default().precision(precision))
@@ -212,7 +213,12 @@ fn check_t5(name: &str) {
         let got = first_logits(&mut v5, &input, rules.start);
         let err = max_abs_diff(&got, &want);
         println!("{name} {}: max |logit error| {err:.3e}", case["name"]);
-        assert!(err < 1e-4, "{name} {}: logits off by {err}", case["name"]);
+        let bound = f32_logit_bound(&want);
+        assert!(
+            err < bound,
+            "{name} {}: logits off by {err} (bound {bound})",
+            case["name"]
+        );
         assert_eq!(
             first_logits(&mut v4, &input, rules.start),
             got,
@@ -318,12 +324,13 @@ fn bart_matches_transformers() {
         for case in expected["cases"].as_array().unwrap() {
             let ids_in = ids(&case["input_ids"]);
             let logits = first_logits(&mut model, &ids_in, 2);
-            let err = max_abs_diff(&logits, &floats(&case["first_step_logits"]));
+            let want = floats(&case["first_step_logits"]);
+            let err = max_abs_diff(&logits, &want);
             println!(
                 "{config} {}: max first-step logit error {err:e}",
                 case["name"]
             );
-            assert!(err < 1e-4, "{err}");
+            assert!(err < f32_logit_bound(&want), "{err}");
             for run in greedy_runs(case) {
                 let rules = Rules::from_effective(&run["effective"]);
                 let got = rules.greedy(&mut model, &ids_in);

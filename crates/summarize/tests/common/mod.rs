@@ -71,3 +71,13 @@ pub(crate) fn configure(summarizer: &mut Summarizer, kwargs: &Value) -> Result<(
         .update(kwargs)
         .map_err(|e| format!("update({kwargs}) failed: {e}"))
 }
+
+/// How far f32 logits may be from transformers' recorded ones: 1e-4, or
+/// 1e-5 of the largest recorded logit where logits are large. Summing in
+/// another order (gemm's AVX-512 kernels against torch's) moves a logit
+/// by some units in the last place of its magnitude: 1.09e-4 on
+/// t5_v1_1's "long" case, whose logits reach 28.
+pub(crate) fn f32_logit_bound(want: &[f32]) -> f32 {
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+    1e-4f32.max(1e-5 * scale)
+}
