@@ -291,6 +291,11 @@ impl<R: BufRead> TarReader<R> {
         }
     }
 
+    /// The underlying reader.
+    pub(crate) fn reader(&self) -> &R {
+        &self.r
+    }
+
     /// What was read; `None` until the end of the archive was reached.
     pub(crate) fn report(&self) -> Option<TarReport> {
         self.end.map(|end| TarReport {

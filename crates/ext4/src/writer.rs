@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use crate::error::{Error, Refusal};
 use crate::format::{self, Inode as RawInode, SuperBlock};
 use crate::options::{Options, Writable};
+use crate::shared::SharedChunk;
 use crate::sink::{BLOCK_SIZE, BlockSink};
 use crate::time::{FsTime, GoTime};
 use crate::xattr::{self, XattrState};
@@ -639,16 +640,35 @@ impl<S: BlockSink> Writer<S> {
         if data.is_empty() {
             return Ok(());
         }
+        self.count_data(data.len())?;
+        self.append(data)
+    }
+
+    /// [`Writer::write_data`] for a piece of the input buffer, which the
+    /// sink may keep instead of copying.
+    pub(crate) fn write_shared(&mut self, chunk: &SharedChunk) -> Result<(), Error> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.count_data(chunk.len())?;
+        self.check_room(chunk.len() as u64)?;
+        self.sink.append_shared(chunk)?;
+        self.pos += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Checks that `len` more bytes fit the current file's size.
+    fn count_data(&mut self, len: usize) -> Result<(), Error> {
         let Some(cur) = self.cur.as_mut() else {
             return Err(refused(
                 b"",
                 Refusal::SizeMismatch {
                     expected: 0,
-                    written: data.len() as u64,
+                    written: len as u64,
                 },
             ));
         };
-        let written = cur.written + data.len() as u64;
+        let written = cur.written + len as u64;
         if written > cur.max {
             let (name, max) = (cur.name.clone(), cur.max);
             return Err(refused(
@@ -660,7 +680,7 @@ impl<S: BlockSink> Writer<S> {
             ));
         }
         cur.written = written;
-        self.append(data)
+        Ok(())
     }
 
     fn finish_inode(&mut self) -> Result<(), Error> {
