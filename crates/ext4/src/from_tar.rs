@@ -4,19 +4,18 @@
 //! maps them onto the writer the way the reference converter does, including
 //! whiteout conversion and xattrs from `SCHILY.xattr.*` records.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, Read};
 
 use crate::error::Error;
 use crate::gotar::{TarError, TarReader, TarReport};
 use crate::options::{Options, PathPolicy};
+use crate::shared::SharedReader;
 use crate::sink::BlockSink;
 use crate::writer::{FileSpec, Writer, lossy, mode, split_last};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
 const XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
-/// Read buffer in front of the tar stream.
-const READ_BUFFER: usize = 1 << 20;
 
 /// Wraps `input` in a gzip or zstd decoder when its first bytes say so.
 pub fn decompress<'a, R: BufRead + 'a>(mut input: R) -> io::Result<Box<dyn Read + 'a>> {
@@ -27,6 +26,25 @@ pub fn decompress<'a, R: BufRead + 'a>(mut input: R) -> io::Result<Box<dyn Read 
         Ok(Box::new(zstd::stream::read::Decoder::with_buffer(input)?))
     } else {
         Ok(Box::new(input))
+    }
+}
+
+/// [`decompress`] for a [`SharedReader`]: the decoded stream is again a
+/// `SharedReader`, and a plain one is the same reader, so its bytes are
+/// neither copied nor buffered twice. An observer on `input` keeps seeing the
+/// raw (compressed) bytes.
+pub fn decompress_shared<'a, R: Read + 'a>(
+    mut input: SharedReader<'a, R>,
+) -> io::Result<SharedReader<'a, Box<dyn Read + 'a>>> {
+    let head = input.fill_buf()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        let decoder = flate2::bufread::MultiGzDecoder::new(input);
+        Ok(SharedReader::new(Box::new(decoder)))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        let decoder = zstd::stream::read::Decoder::with_buffer(input)?;
+        Ok(SharedReader::new(Box::new(decoder)))
+    } else {
+        Ok(input.into_boxed())
     }
 }
 
@@ -66,9 +84,21 @@ pub fn convert_tar_with_report<R: Read, S: BlockSink>(
     sink: S,
     options: &Options,
 ) -> Result<(S, TarReport), Error> {
-    // File data goes from this buffer straight to the sink, uncopied. A
-    // caller's buffer of at most this size is bypassed once it is empty.
-    let mut tar = TarReader::new(BufReader::with_capacity(READ_BUFFER, input));
+    convert_shared_tar(SharedReader::new(input), sink, options)
+}
+
+/// [`convert_tar_with_report`] from a [`SharedReader`], for a caller that
+/// watches the input's buffers (say, to digest them) or decompressed it with
+/// [`decompress_shared`].
+///
+/// File data reaches the sink through [`BlockSink::append_shared`], as
+/// pieces of the reader's buffers.
+pub fn convert_shared_tar<R: Read, S: BlockSink>(
+    input: SharedReader<'_, R>,
+    sink: S,
+    options: &Options,
+) -> Result<(S, TarReport), Error> {
+    let mut tar = TarReader::new(input);
     let mut w = Writer::new(sink, options);
     // The entry being converted, for errors; made into text only then.
     let mut last: Option<Vec<u8>> = None;
@@ -151,7 +181,16 @@ pub fn convert_tar_with_report<R: Read, S: BlockSink>(
                 break;
             }
             let n = chunk.len();
-            w.write_data(chunk)?;
+            // Buffered by the call above, so the piece always exists.
+            match tar.reader().peek_shared(n) {
+                Some(shared) => w.write_shared(&shared)?,
+                None => {
+                    let chunk = tar
+                        .data_chunk()
+                        .map_err(|err| tar_error(TarError::Io(err), &last))?;
+                    w.write_data(chunk)?;
+                }
+            }
             tar.consume_data(n);
         }
     }

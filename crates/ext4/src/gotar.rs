@@ -143,14 +143,19 @@ fn parse_octal(b: &[u8]) -> Result<i64, TarError> {
     let (Some(start), Some(end)) = (start, end) else {
         return Ok(0);
     };
-    let s = parse_string(b.get(start..=end).unwrap_or_default());
+    let trimmed = b.get(start..=end).unwrap_or_default();
+    // Up to the first NUL, as `parseString`; no copy (this runs several
+    // times per header).
+    let s = trimmed.split(|&c| c == 0).next().unwrap_or_default();
     // Digits only: Rust's parser would also take a leading '+', Go's does not.
     if s.is_empty() || !s.iter().all(|c| (b'0'..=b'7').contains(c)) {
         return Err(TarError::Invalid("invalid octal number in header"));
     }
-    std::str::from_utf8(&s)
-        .ok()
-        .and_then(|s| u64::from_str_radix(s, 8).ok())
+    // Base 8 into a u64, failing on overflow as `u64::from_str_radix` does.
+    s.iter()
+        .try_fold(0u64, |v, &c| {
+            v.checked_mul(8)?.checked_add(u64::from(c - b'0'))
+        })
         .map(|x| x as i64)
         .ok_or(TarError::Invalid("invalid octal number in header"))
 }
@@ -289,6 +294,11 @@ impl<R: BufRead> TarReader<R> {
             entries: 0,
             end: None,
         }
+    }
+
+    /// The underlying reader.
+    pub(crate) fn reader(&self) -> &R {
+        &self.r
     }
 
     /// What was read; `None` until the end of the archive was reached.

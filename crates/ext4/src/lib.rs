@@ -36,6 +36,7 @@ mod from_dir;
 mod from_tar;
 mod gotar;
 mod options;
+mod shared;
 mod sink;
 mod time;
 mod writer;
@@ -43,7 +44,10 @@ mod xattr;
 
 pub use crate::error::{Error, Refusal};
 pub use crate::from_dir::convert_dir;
-pub use crate::from_tar::{convert_tar, convert_tar_with_report, decompress};
+pub use crate::from_tar::{
+    convert_shared_tar, convert_tar, convert_tar_with_report, decompress, decompress_shared,
+};
 pub use crate::gotar::{TarEnd, TarReport};
 pub use crate::options::{Options, PathPolicy, Writable};
+pub use crate::shared::{Observer, SharedChunk, SharedReader};
 pub use crate::sink::{BLOCK_SIZE, BlockSink, ImageSink};

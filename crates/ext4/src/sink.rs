@@ -8,6 +8,8 @@
 
 use std::io::{self, Seek, SeekFrom, Write};
 
+use crate::shared::SharedChunk;
+
 /// Size of every ext4 block this crate writes, and of every dm-verity block.
 pub const BLOCK_SIZE: usize = 4096;
 
@@ -20,6 +22,15 @@ pub const BLOCK_SIZE: usize = 4096;
 pub trait BlockSink {
     /// Appends `data` at the current end of the image.
     fn append(&mut self, data: &[u8]) -> io::Result<()>;
+
+    /// Appends a piece of an input buffer at the current end of the image.
+    ///
+    /// The same as [`BlockSink::append`], except that a sink may keep the
+    /// chunk (a reference, not a copy) instead of copying its bytes. The
+    /// converter passes file data this way.
+    fn append_shared(&mut self, chunk: &SharedChunk) -> io::Result<()> {
+        self.append(chunk)
+    }
 
     /// Appends `len` zero bytes at the current end of the image.
     fn append_zeros(&mut self, mut len: u64) -> io::Result<()> {
@@ -45,6 +56,9 @@ impl<S: BlockSink + ?Sized> BlockSink for &mut S {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
         (**self).append(data)
     }
+    fn append_shared(&mut self, chunk: &SharedChunk) -> io::Result<()> {
+        (**self).append_shared(chunk)
+    }
     fn append_zeros(&mut self, len: u64) -> io::Result<()> {
         (**self).append_zeros(len)
     }
@@ -61,6 +75,10 @@ impl<A: BlockSink, B: BlockSink> BlockSink for (A, B) {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
         self.0.append(data)?;
         self.1.append(data)
+    }
+    fn append_shared(&mut self, chunk: &SharedChunk) -> io::Result<()> {
+        self.0.append_shared(chunk)?;
+        self.1.append_shared(chunk)
     }
     fn append_zeros(&mut self, len: u64) -> io::Result<()> {
         self.0.append_zeros(len)?;

@@ -11,11 +11,13 @@
 //! then directories (pre-order), the inode table, the bitmaps, and zeros up to
 //! the disk size.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Refusal};
 use crate::format::{self, Inode as RawInode, SuperBlock};
 use crate::options::{Options, Writable};
+use crate::shared::SharedChunk;
 use crate::sink::{BLOCK_SIZE, BlockSink};
 use crate::time::{FsTime, GoTime};
 use crate::xattr::{self, XattrState};
@@ -140,7 +142,18 @@ fn refused(name: &[u8], reason: Refusal) -> Error {
 }
 
 /// `path.Clean("/" + name)[1:]` from Go, on bytes.
-pub(crate) fn clean_rooted(name: &[u8]) -> Vec<u8> {
+///
+/// Borrowed when `name` is clean already, as nearly every tar entry's
+/// name is: one allocation less per entry and lookup.
+pub(crate) fn clean_rooted(name: &[u8]) -> Cow<'_, [u8]> {
+    let clean = !name.starts_with(b"/")
+        && !name.ends_with(b"/")
+        && name
+            .split(|&b| b == b'/')
+            .all(|c| !matches!(c, b"" | b"." | b".."));
+    if clean || name.is_empty() {
+        return Cow::Borrowed(name);
+    }
     let mut parts: Vec<&[u8]> = Vec::new();
     for comp in name.split(|&b| b == b'/') {
         match comp {
@@ -151,7 +164,7 @@ pub(crate) fn clean_rooted(name: &[u8]) -> Vec<u8> {
             c => parts.push(c),
         }
     }
-    parts.join(&b'/')
+    Cow::Owned(parts.join(&b'/'))
 }
 
 /// Go's `path.Split`: everything up to and including the last slash, and the rest.
@@ -639,16 +652,35 @@ impl<S: BlockSink> Writer<S> {
         if data.is_empty() {
             return Ok(());
         }
+        self.count_data(data.len())?;
+        self.append(data)
+    }
+
+    /// [`Writer::write_data`] for a piece of the input buffer, which the
+    /// sink may keep instead of copying.
+    pub(crate) fn write_shared(&mut self, chunk: &SharedChunk) -> Result<(), Error> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.count_data(chunk.len())?;
+        self.check_room(chunk.len() as u64)?;
+        self.sink.append_shared(chunk)?;
+        self.pos += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Checks that `len` more bytes fit the current file's size.
+    fn count_data(&mut self, len: usize) -> Result<(), Error> {
         let Some(cur) = self.cur.as_mut() else {
             return Err(refused(
                 b"",
                 Refusal::SizeMismatch {
                     expected: 0,
-                    written: data.len() as u64,
+                    written: len as u64,
                 },
             ));
         };
-        let written = cur.written + data.len() as u64;
+        let written = cur.written + len as u64;
         if written > cur.max {
             let (name, max) = (cur.name.clone(), cur.max);
             return Err(refused(
@@ -660,7 +692,7 @@ impl<S: BlockSink> Writer<S> {
             ));
         }
         cur.written = written;
-        self.append(data)
+        Ok(())
     }
 
     fn finish_inode(&mut self) -> Result<(), Error> {
@@ -1102,7 +1134,7 @@ mod tests {
             ("", ""),
             (".", ""),
         ] {
-            assert_eq!(clean_rooted(input.as_bytes()), want.as_bytes(), "{input}");
+            assert_eq!(&*clean_rooted(input.as_bytes()), want.as_bytes(), "{input}");
         }
     }
 

@@ -18,11 +18,11 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Mutex, OnceLock};
 use std::{fmt, io, mem, thread};
 
-use confsum_ext4::BlockSink;
+use confsum_ext4::{BlockSink, SharedChunk};
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use crate::Error;
-use crate::root::{BLOCK_SIZE, HASH_SIZE, RootHash, ZERO_BLOCK_HASH, salted_hash};
+use crate::root::{BLOCK_SIZE, HASH_SIZE, RootHash, ZERO_BLOCK_HASH, padded_hash, salted_hash};
 use crate::tree::VerityTree;
 
 /// Bytes per batch: enough blocks to keep every core busy, few enough that
@@ -47,7 +47,7 @@ type Hash = [u8; HASH_SIZE];
 /// end; calling [`BlockSink::finish`] first is allowed but not needed.
 ///
 /// ```
-/// use confsum_ext4::BlockSink;
+/// use confsum_ext4::{BlockSink, SharedChunk};
 /// use confsum_verity::{VerityHasher, root_hash};
 ///
 /// // An image of one data block followed by a zero block.
@@ -68,6 +68,15 @@ pub struct VerityHasher {
     /// Where the whole blocks of `buf` go in `leaves`, in order; blocks are
     /// not contiguous when zero runs were appended between them.
     runs: Vec<Run>,
+    /// Pieces of the input's buffers for the next batch, hashed where they
+    /// are rather than copied into `buf`.
+    shared: Vec<SharedRun>,
+    /// Bytes in `shared`.
+    shared_bytes: usize,
+    /// The start of a block, as a piece of an input buffer; never set
+    /// while `buf` ends inside a block. Usually the end of a file, which
+    /// the zeros that follow complete without a copy.
+    tail: Option<SharedChunk>,
     /// One hash per whole block appended. Blocks still in `buf` or in flight
     /// hold a placeholder until their batch comes back.
     leaves: Vec<Hash>,
@@ -88,8 +97,16 @@ struct Run {
     blocks: usize,
 }
 
+/// Blocks of an input buffer whose hashes go to `leaves[leaf..]`; a short
+/// last block is padded with zeros.
+struct SharedRun {
+    leaf: usize,
+    chunk: SharedChunk,
+}
+
 struct InFlight {
     runs: Vec<Run>,
+    shared: Vec<(usize, usize)>,
     done: Receiver<(Vec<Hash>, Vec<u8>)>,
 }
 
@@ -121,6 +138,9 @@ impl VerityHasher {
         VerityHasher {
             buf: Vec::with_capacity(batch_bytes),
             runs: Vec::new(),
+            shared: Vec::new(),
+            shared_bytes: 0,
+            tail: None,
             leaves: Vec::new(),
             in_flight: VecDeque::new(),
             spare: Vec::new(),
@@ -152,7 +172,54 @@ impl VerityHasher {
 
     /// Bytes appended so far.
     fn len(&self) -> u64 {
-        self.leaves.len() as u64 * BLOCK_SIZE as u64 + (self.buf.len() % BLOCK_SIZE) as u64
+        let tail = self.tail.as_ref().map_or(0, |t| t.len());
+        self.leaves.len() as u64 * BLOCK_SIZE as u64
+            + (self.buf.len() % BLOCK_SIZE) as u64
+            + tail as u64
+    }
+
+    /// Moves a shared tail into `buf`, before bytes that cannot be shared.
+    fn copy_tail(&mut self) -> Result<(), Error> {
+        match self.tail.take() {
+            Some(tail) => self.append_bytes(&tail),
+            None => Ok(()),
+        }
+    }
+
+    fn append_chunk(&mut self, chunk: &SharedChunk) -> Result<(), Error> {
+        let mut start = 0;
+        if self.tail.is_some() || self.buf.len() % BLOCK_SIZE != 0 {
+            // Finish the open block by copying; at most one block per call.
+            self.copy_tail()?;
+            let open = self.buf.len() % BLOCK_SIZE;
+            start = chunk.len().min(BLOCK_SIZE - open);
+            self.append_bytes(chunk.get(..start).unwrap_or_default())?;
+            if self.buf.len() % BLOCK_SIZE != 0 {
+                return Ok(());
+            }
+        }
+        let rest = chunk.len() - start;
+        let whole = rest / BLOCK_SIZE * BLOCK_SIZE;
+        if let Some(piece) = chunk.slice(start..start + whole).filter(|_| whole > 0) {
+            self.push_shared(piece)?;
+        }
+        if whole < rest {
+            self.tail = chunk.slice(start + whole..chunk.len());
+        }
+        Ok(())
+    }
+
+    /// Queues whole blocks, or one short block to be padded with zeros.
+    fn push_shared(&mut self, chunk: SharedChunk) -> Result<(), Error> {
+        let leaf = self.leaves.len();
+        let blocks = chunk.len().div_ceil(BLOCK_SIZE);
+        self.shared_bytes += blocks * BLOCK_SIZE;
+        self.shared.push(SharedRun { leaf, chunk });
+        self.push_leaves([0; HASH_SIZE], blocks)?;
+        if self.shared_bytes + self.buf.len() >= self.batch_bytes {
+            self.submit()?;
+        }
+        Ok(())
     }
 
     fn append_bytes(&mut self, mut data: &[u8]) -> Result<(), Error> {
@@ -163,7 +230,7 @@ impl VerityHasher {
             self.buf.extend_from_slice(head);
             self.add_batch_blocks(self.buf.len() / BLOCK_SIZE - before)?;
             // `batch_bytes` is whole blocks, so a full batch has no partial tail.
-            if self.buf.len() >= self.batch_bytes {
+            if self.buf.len() + self.shared_bytes >= self.batch_bytes {
                 self.submit()?;
             }
             data = rest;
@@ -195,6 +262,18 @@ impl VerityHasher {
 
     fn append_zero_bytes(&mut self, mut len: u64) -> Result<(), Error> {
         const ZEROS: [u8; BLOCK_SIZE] = [0; BLOCK_SIZE];
+        if let Some(tail) = self.tail.take() {
+            let pad = (BLOCK_SIZE - tail.len()) as u64;
+            if len < pad {
+                self.tail = Some(tail);
+                self.copy_tail()?;
+            } else {
+                // The file's last block: hashed from the input buffer, with
+                // the zeros added by the worker.
+                len -= pad;
+                self.push_shared(tail)?;
+            }
+        }
         let partial = self.buf.len() % BLOCK_SIZE;
         if partial != 0 {
             let n = len.min((BLOCK_SIZE - partial) as u64) as usize;
@@ -224,7 +303,7 @@ impl VerityHasher {
     /// Hands the whole blocks in `buf` to the pool.
     fn submit(&mut self) -> Result<(), Error> {
         let whole = self.buf.len() / BLOCK_SIZE * BLOCK_SIZE;
-        if whole == 0 {
+        if whole == 0 && self.shared.is_empty() {
             return Ok(());
         }
         while self.in_flight.len() > workers().map_or(0, Workers::count) {
@@ -238,11 +317,21 @@ impl VerityHasher {
         let mut batch = mem::replace(&mut self.buf, next);
         batch.truncate(whole);
         let runs = mem::take(&mut self.runs);
+        let pieces = mem::take(&mut self.shared);
+        self.shared_bytes = 0;
+        let shared = pieces
+            .iter()
+            .map(|p| (p.leaf, p.chunk.len().div_ceil(BLOCK_SIZE)))
+            .collect();
 
         // Capacity 1: the worker never blocks on sending its one result.
         let (tx, done) = mpsc::sync_channel(1);
         let job = move || {
-            let hashes = batch.chunks_exact(BLOCK_SIZE).map(salted_hash).collect();
+            let mut hashes: Vec<Hash> = batch.chunks_exact(BLOCK_SIZE).map(salted_hash).collect();
+            for piece in &pieces {
+                hashes.extend(piece.chunk.chunks(BLOCK_SIZE).map(padded_hash));
+            }
+            drop(pieces);
             // The hasher may have been dropped; then nobody wants the result.
             let _ = tx.send((hashes, batch));
         };
@@ -251,7 +340,7 @@ impl VerityHasher {
             // No threads to be had: hash here, still correct.
             None => job(),
         }
-        self.in_flight.push_back(InFlight { runs, done });
+        self.in_flight.push_back(InFlight { runs, shared, done });
         Ok(())
     }
 
@@ -265,7 +354,11 @@ impl VerityHasher {
             .recv()
             .map_err(|_| io::Error::other("dm-verity hashing worker stopped"))?;
         let mut hashes = hashes.into_iter();
-        for run in batch.runs {
+        let shared = batch
+            .shared
+            .iter()
+            .map(|&(leaf, blocks)| Run { leaf, blocks });
+        for run in batch.runs.into_iter().chain(shared) {
             if let Some(slots) = self.leaves.get_mut(run.leaf..run.leaf + run.blocks) {
                 slots.iter_mut().zip(&mut hashes).for_each(|(s, h)| *s = h);
             }
@@ -279,7 +372,7 @@ impl VerityHasher {
 
     /// Hashes everything appended so far; fails on a partial last block.
     fn drain(&mut self) -> Result<(), Error> {
-        if self.buf.len() % BLOCK_SIZE != 0 {
+        if self.tail.is_some() || self.buf.len() % BLOCK_SIZE != 0 {
             return Err(Error::NotBlockAligned { len: self.len() });
         }
         self.submit()?;
@@ -292,7 +385,13 @@ impl VerityHasher {
 
 impl BlockSink for VerityHasher {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
-        self.append_bytes(data).map_err(Error::into_io)
+        self.copy_tail()
+            .and_then(|()| self.append_bytes(data))
+            .map_err(Error::into_io)
+    }
+
+    fn append_shared(&mut self, chunk: &SharedChunk) -> io::Result<()> {
+        self.append_chunk(chunk).map_err(Error::into_io)
     }
 
     fn append_zeros(&mut self, len: u64) -> io::Result<()> {
@@ -446,6 +545,65 @@ mod tests {
         }
         hasher.finish().unwrap();
         assert_eq!(hasher.root_hash().unwrap(), root_hash(&image[..]).unwrap());
+    }
+
+    /// Shared pieces of every length, at and off block boundaries, with
+    /// copied bytes and zeros between them, as the converter sends a tar's
+    /// files and metadata.
+    #[test]
+    fn shared_pieces_mixed_with_copies_and_zeros() {
+        let source = SharedChunk::copy_from(&pseudo_random(64 * BLOCK_SIZE, 11));
+        let mut image = Vec::new();
+        let mut hasher = VerityHasher::with_batch_bytes(3 * BLOCK_SIZE);
+        let mut at = 0;
+        for (i, len) in [1, 4096, 5000, 8192, 4095, 0, 12000, 7, 4097, 3]
+            .into_iter()
+            .cycle()
+            .take(40)
+            .enumerate()
+        {
+            let len = len.min(source.len() - at);
+            let piece = source.slice(at..at + len).unwrap();
+            at = (at + len) % (source.len() - 20_000);
+            hasher.append_shared(&piece).unwrap();
+            image.extend_from_slice(&piece);
+            match i % 4 {
+                // Pad to a block, as after a file's data.
+                0 | 1 => {
+                    let pad = (BLOCK_SIZE - image.len() % BLOCK_SIZE) % BLOCK_SIZE;
+                    let pad = pad + (i % 3) * BLOCK_SIZE;
+                    hasher.append_zeros(pad as u64).unwrap();
+                    image.resize(image.len() + pad, 0);
+                }
+                // Copied metadata right after a shared piece.
+                2 => {
+                    let meta = pseudo_random(100 + i * 37, i as u64);
+                    hasher.append(&meta).unwrap();
+                    image.extend_from_slice(&meta);
+                }
+                // A few zeros that do not finish the block.
+                _ => {
+                    hasher.append_zeros(5).unwrap();
+                    image.resize(image.len() + 5, 0);
+                }
+            }
+        }
+        let pad = (BLOCK_SIZE - image.len() % BLOCK_SIZE) % BLOCK_SIZE;
+        hasher.append_zeros(pad as u64).unwrap();
+        image.resize(image.len() + pad, 0);
+        assert_eq!(hasher.root_hash().unwrap(), root_hash(&image[..]).unwrap());
+    }
+
+    #[test]
+    fn shared_tail_left_open_is_unaligned() {
+        let mut hasher = VerityHasher::new();
+        hasher
+            .append_shared(&SharedChunk::copy_from(&[1; BLOCK_SIZE + 10]))
+            .unwrap();
+        assert!(matches!(
+            hasher.root_hash(),
+            Err(Error::NotBlockAligned { len }) if len == BLOCK_SIZE as u64 + 10
+        ));
     }
 
     #[test]

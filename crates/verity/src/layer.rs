@@ -6,15 +6,13 @@
 //! the ext4 writer straight into [`VerityHasher`], so nothing touches disk
 //! unless the caller also wants the image.
 
-use std::io::{BufReader, Read};
+use std::io::Read;
 
-use confsum_ext4::{BlockSink, Options, TarReport, convert_tar_with_report, decompress};
+use confsum_ext4::{
+    BlockSink, Options, SharedChunk, SharedReader, TarReport, convert_shared_tar, decompress_shared,
+};
 
 use crate::{Error, RootHash, VerityHasher};
-
-/// Read buffer in front of the decompressor: big reads keep the gzip or
-/// zstd decoder and the ext4 writer busy with few system calls.
-const READ_BUFFER: usize = 1 << 20;
 
 /// The root hash of a container layer, as Azure computes it: the value a
 /// CCE policy lists under `layers`.
@@ -49,7 +47,25 @@ pub struct LayerHash {
 
 /// [`layer_root_hash`], with the [`LayerHash::tar`] report.
 pub fn hash_layer<R: Read>(layer: R, options: &Options) -> Result<LayerHash, Error> {
-    let (hasher, tar) = convert_tar_with_report(open(layer)?, VerityHasher::new(), options)?;
+    hash_layer_watched(layer, options, |_| {})
+}
+
+/// [`hash_layer`], calling `watch` with the layer's stored bytes (before
+/// decompression) as they are read, in order, in pieces of the read buffer.
+///
+/// This is for a second use of the same bytes, say their SHA-256 to check
+/// against a manifest's digest, without reading or copying them again: the
+/// pieces may be sent to another thread. `watch` sees the bytes that were
+/// read, which may stop at the tar's end-of-archive marker, short of the
+/// end of the input.
+pub fn hash_layer_watched<R: Read>(
+    layer: R,
+    options: &Options,
+    watch: impl FnMut(&SharedChunk),
+) -> Result<LayerHash, Error> {
+    let raw = SharedReader::new(layer).with_observer(watch);
+    let tar = decompress_shared(raw).map_err(Error::Compression)?;
+    let (hasher, tar) = convert_shared_tar(tar, VerityHasher::new(), options)?;
     Ok(LayerHash {
         root: hasher.root_hash()?,
         tar,
@@ -62,9 +78,8 @@ pub fn hash_layer_with_image<R: Read, S: BlockSink>(
     options: &Options,
     image: S,
 ) -> Result<(LayerHash, S), Error> {
-    let tar = open(layer)?;
-    let ((image, hasher), tar) =
-        convert_tar_with_report(tar, (image, VerityHasher::new()), options)?;
+    let tar = decompress_shared(SharedReader::new(layer)).map_err(Error::Compression)?;
+    let ((image, hasher), tar) = convert_shared_tar(tar, (image, VerityHasher::new()), options)?;
     let root = hasher.root_hash()?;
     Ok((LayerHash { root, tar }, image))
 }
@@ -83,9 +98,4 @@ pub fn layer_root_hash_with_image<R: Read, S: BlockSink>(
 ) -> Result<(RootHash, S), Error> {
     let (hash, image) = hash_layer_with_image(layer, options, image)?;
     Ok((hash.root, image))
-}
-
-/// The layer's tar stream, decompressed if its first bytes say so.
-fn open<'a, R: Read + 'a>(layer: R) -> Result<Box<dyn Read + 'a>, Error> {
-    decompress(BufReader::with_capacity(READ_BUFFER, layer)).map_err(Error::Compression)
 }

@@ -51,7 +51,8 @@ pub use crate::{
     error::Error,
     hasher::VerityHasher,
     layer::{
-        LayerHash, hash_layer, hash_layer_with_image, layer_root_hash, layer_root_hash_with_image,
+        LayerHash, hash_layer, hash_layer_watched, hash_layer_with_image, layer_root_hash,
+        layer_root_hash_with_image,
     },
     root::{RootHash, root_hash},
     superblock::VeritySuperblock,

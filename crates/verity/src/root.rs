@@ -50,6 +50,18 @@ pub(crate) fn salted_hash(block: &[u8]) -> [u8; HASH_SIZE] {
     hasher.finalize().into()
 }
 
+/// Salted SHA-256 of a block's first bytes followed by zeros up to a whole
+/// block, without building the block.
+pub(crate) fn padded_hash(data: &[u8]) -> [u8; HASH_SIZE] {
+    const ZEROS: [u8; BLOCK_SIZE] = [0; BLOCK_SIZE];
+    let mut hasher = Sha256::new();
+    hasher.update(SALT);
+    hasher.update(data);
+    let pad = BLOCK_SIZE.saturating_sub(data.len());
+    hasher.update(ZEROS.get(..pad).unwrap_or_default());
+    hasher.finalize().into()
+}
+
 /// The root hash of a dm-verity tree: 32 bytes, shown as lowercase hex.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RootHash([u8; HASH_SIZE]);

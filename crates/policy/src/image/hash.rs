@@ -1,7 +1,10 @@
 //! Layer root hashes: in parallel, checked against their digests, cached.
 
 use std::io::{self, Read};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, mpsc};
+use std::thread;
+
+use confsum_ext4::SharedChunk;
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -50,44 +53,97 @@ pub(crate) enum LayerHashError {
     Verity(confsum_verity::Error),
 }
 
-/// The dm-verity root hash of one layer (a tar, plain, gzip or zstd), as
-/// hcsshim computes it: confsum_verity's one call, with its errors sorted
-/// into what this crate reports.
-pub(crate) fn layer_root_hash(r: impl Read) -> Result<[u8; 32], LayerHashError> {
-    match confsum_verity::layer_root_hash(r, &confsum_ext4::Options::default()) {
-        Ok(root) => Ok(*root.as_bytes()),
-        Err(confsum_verity::Error::Compression(e) | confsum_verity::Error::Io(e)) => {
-            Err(LayerHashError::Read(e))
+/// Sorts confsum_verity's errors into what this crate reports.
+fn sort_error(e: confsum_verity::Error) -> LayerHashError {
+    match e {
+        confsum_verity::Error::Compression(e) | confsum_verity::Error::Io(e) => {
+            LayerHashError::Read(e)
         }
-        Err(confsum_verity::Error::Ext4(e)) => Err(LayerHashError::Ext4(e)),
-        Err(e) => Err(LayerHashError::Verity(e)),
+        confsum_verity::Error::Ext4(e) => LayerHashError::Ext4(e),
+        e => LayerHashError::Verity(e),
     }
 }
 
-#[derive(Default)]
-struct DigestState {
+/// The SHA-256 of a layer's stored bytes, as far as they were read;
+/// `len` is `None` when the digest thread died.
+struct LayerDigest {
     sha: Sha256,
-    len: u64,
+    len: Option<u64>,
 }
 
-/// Hashes the stored bytes as the converter reads them.
-struct DigestReader<R> {
-    inner: R,
-    state: Arc<Mutex<DigestState>>,
-    progress: Option<Progress>,
-}
-
-impl<R: Read> Read for DigestReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let chunk = buf.get(..n).unwrap_or(&[]);
-        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        s.sha.update(chunk);
-        s.len += n as u64;
-        drop(s);
-        emit(self.progress.as_ref(), ProgressEvent::Bytes(n as u64));
-        Ok(n)
+impl LayerDigest {
+    fn new() -> Self {
+        LayerDigest {
+            sha: Sha256::new(),
+            len: Some(0),
+        }
     }
+
+    fn update(&mut self, chunk: &[u8]) {
+        self.sha.update(chunk);
+        self.len = self.len.map(|l| l + chunk.len() as u64);
+    }
+}
+
+/// Pieces of the read buffers in flight to the digest thread; bounds the
+/// memory they pin when the digest falls behind.
+const DIGEST_QUEUE: usize = 8;
+
+/// The dm-verity root hash of one layer (a tar, plain, gzip or zstd), as
+/// hcsshim computes it, and the SHA-256 of the stored bytes the converter
+/// read, from the same buffers.
+///
+/// The digest runs on a thread of its own, fed pieces of the converter's
+/// read buffers (no second read, no copy), so it overlaps with the ext4
+/// build and the dm-verity hashing instead of lengthening the converter's
+/// thread.
+fn root_and_digest(
+    input: impl Read,
+    progress: Option<&Progress>,
+) -> (Result<[u8; 32], LayerHashError>, LayerDigest) {
+    let options = confsum_ext4::Options::default();
+    thread::scope(|scope| {
+        let (tx, rx) = mpsc::sync_channel::<SharedChunk>(DIGEST_QUEUE);
+        let spawned = thread::Builder::new()
+            .name("confsum-digest".into())
+            .spawn_scoped(scope, move || {
+                let mut d = LayerDigest::new();
+                for chunk in rx {
+                    d.update(&chunk);
+                }
+                d
+            });
+        // No thread to be had: digest inline, still correct.
+        let (tx, digester, mut inline) = match spawned {
+            Ok(handle) => (Some(tx), Some(handle), None),
+            Err(_) => (None, None, Some(LayerDigest::new())),
+        };
+        let watch = |chunk: &SharedChunk| {
+            emit(progress, ProgressEvent::Bytes(chunk.len() as u64));
+            if let Some(tx) = &tx {
+                // A failed send means the thread died; the join says so.
+                let _ = tx.send(chunk.clone());
+            } else if let Some(d) = inline.as_mut() {
+                d.update(chunk);
+            }
+        };
+        let result = confsum_verity::hash_layer_watched(input, &options, watch)
+            .map(|h| *h.root.as_bytes())
+            .map_err(sort_error);
+        drop(tx);
+        let digest = match (digester, inline) {
+            (Some(handle), _) => handle.join().unwrap_or(LayerDigest {
+                sha: Sha256::new(),
+                len: None,
+            }),
+            (None, Some(d)) => d,
+            (None, None) => LayerDigest {
+                sha: Sha256::new(),
+                len: None,
+            },
+        };
+        (result, digest)
+    })
 }
 
 /// Root hashes of all layers of `image`, base first, as lowercase hex.
@@ -179,16 +235,10 @@ fn hash_one(
             size: layer.size,
         },
     );
-    let state = Arc::new(Mutex::new(DigestState::default()));
     let input = open_location(&layer.location).map_err(|e| err(ImageError::Read(e)))?;
-    let reader = DigestReader {
-        inner: input,
-        state: Arc::clone(&state),
-        progress: progress.cloned(),
-    };
-    let result = layer_root_hash(reader);
+    let (result, digest) = root_and_digest(input, progress);
     // The converter may stop at the tar's end marker: digest the rest too.
-    let actual = finish_digest(&layer.location, &state).map_err(|e| err(ImageError::Read(e)))?;
+    let actual = finish_digest(&layer.location, digest).map_err(|e| err(ImageError::Read(e)))?;
     if actual != layer.digest {
         return Err(err(ImageError::DigestMismatch {
             index,
@@ -233,9 +283,11 @@ fn is_remote(location: &Location) -> bool {
     false
 }
 
-fn finish_digest(location: &Location, state: &Mutex<DigestState>) -> io::Result<String> {
-    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut rest = open_location_at(location, s.len)?;
+fn finish_digest(location: &Location, mut s: LayerDigest) -> io::Result<String> {
+    let Some(len) = s.len else {
+        return Err(io::Error::other("the layer digest thread stopped"));
+    };
+    let mut rest = open_location_at(location, len)?;
     let mut buf = vec![0; 1 << 20];
     loop {
         let n = rest.read(&mut buf)?;
@@ -243,10 +295,8 @@ fn finish_digest(location: &Location, state: &Mutex<DigestState>) -> io::Result<
             break;
         }
         s.sha.update(buf.get(..n).unwrap_or(&[]));
-        s.len += n as u64;
     }
-    let sha = std::mem::take(&mut s.sha);
-    Ok(format!("sha256:{}", hex::encode(sha.finalize())))
+    Ok(format!("sha256:{}", hex::encode(s.sha.finalize())))
 }
 
 fn sha256_of(location: &Location) -> io::Result<String> {
