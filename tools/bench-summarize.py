@@ -721,7 +721,10 @@ def report(args, results, versions):
     print(header)
     builtin = ["transformers fp32", "ORT fp32", "ORT int8"]
     labels = [l for l in builtin if any(l in r["contenders"] for r in results.values())]
-    labels += [l for r in results.values() for l in r["contenders"] if l not in builtin and l not in labels]
+    for r in results.values():
+        for l in r["contenders"]:
+            if l not in builtin and l not in labels:
+                labels.append(l)
     print("| model | " + " | ".join(labels) + " |")
     print("|---|" + "---|" * len(labels))
     for name, res in results.items():
