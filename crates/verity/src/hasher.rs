@@ -4,8 +4,9 @@
 //! slow part of computing a layer hash. So the writer's bytes are collected
 //! into batches, and each full batch is hashed by one of a few worker
 //! threads while the writer fills the next one. At most one batch per
-//! worker, plus one, is hashed at a time; beyond that the writer waits,
-//! which bounds memory.
+//! worker, plus one, waits for the workers; beyond that the writer hashes
+//! the next batch itself, which bounds memory and keeps the writer's core
+//! busy. Leaves are hashed two at a time (`confsum_sha256x2`).
 //!
 //! The workers are plain threads that block on a queue, not a rayon pool:
 //! between batches rayon's idle workers spin and yield, and on a two-core
@@ -14,7 +15,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Mutex, OnceLock};
 use std::{fmt, io, mem, thread};
 
@@ -22,7 +23,7 @@ use confsum_ext4::{BlockSink, SharedChunk};
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use crate::Error;
-use crate::root::{BLOCK_SIZE, HASH_SIZE, RootHash, ZERO_BLOCK_HASH, padded_hash, salted_hash};
+use crate::root::{BLOCK_SIZE, HASH_SIZE, RootHash, ZERO_BLOCK_HASH, padded_hashes, salted_hash};
 use crate::tree::VerityTree;
 
 /// Bytes per batch: enough blocks to keep every core busy, few enough that
@@ -306,9 +307,12 @@ impl VerityHasher {
         if whole == 0 && self.shared.is_empty() {
             return Ok(());
         }
-        while self.in_flight.len() > workers().map_or(0, Workers::count) {
-            self.merge_oldest()?;
-        }
+        while self.merge_oldest(false)? {}
+        // As many batches wait as there are workers, and one more: rather
+        // than wait for the oldest, hash this one here. Waiting left this
+        // thread's core to the workers while the image it should be
+        // converting stood still (1.11x faster on small files).
+        let inline = self.in_flight.len() > workers().map_or(0, Workers::count);
         let mut next = self
             .spare
             .pop()
@@ -319,40 +323,52 @@ impl VerityHasher {
         let runs = mem::take(&mut self.runs);
         let pieces = mem::take(&mut self.shared);
         self.shared_bytes = 0;
-        let shared = pieces
+        let shared: Vec<(usize, usize)> = pieces
             .iter()
             .map(|p| (p.leaf, p.chunk.len().div_ceil(BLOCK_SIZE)))
             .collect();
+        let blocks = whole / BLOCK_SIZE + shared.iter().map(|&(_, n)| n).sum::<usize>();
 
         // Capacity 1: the worker never blocks on sending its one result.
         let (tx, done) = mpsc::sync_channel(1);
         let job = move || {
-            let mut hashes: Vec<Hash> = batch.chunks_exact(BLOCK_SIZE).map(salted_hash).collect();
-            for piece in &pieces {
-                hashes.extend(piece.chunk.chunks(BLOCK_SIZE).map(padded_hash));
-            }
+            let mut hashes: Vec<Hash> = Vec::with_capacity(blocks);
+            let whole = batch.chunks_exact(BLOCK_SIZE);
+            let shared = pieces.iter().flat_map(|p| p.chunk.chunks(BLOCK_SIZE));
+            padded_hashes(whole.chain(shared), &mut hashes);
             drop(pieces);
             // The hasher may have been dropped; then nobody wants the result.
             let _ = tx.send((hashes, batch));
         };
         match workers() {
-            Some(workers) => workers.run(Box::new(job)),
-            // No threads to be had: hash here, still correct.
-            None => job(),
+            Some(workers) if !inline => workers.run(Box::new(job)),
+            // Also when no threads could be started: still correct.
+            _ => job(),
         }
         self.in_flight.push_back(InFlight { runs, shared, done });
         Ok(())
     }
 
-    /// Waits for the oldest batch and stores its hashes.
-    fn merge_oldest(&mut self) -> Result<(), Error> {
-        let Some(batch) = self.in_flight.pop_front() else {
-            return Ok(());
+    /// Stores the oldest batch's hashes, waiting for them if `wait`;
+    /// `false` when there was nothing (yet) to store.
+    fn merge_oldest(&mut self, wait: bool) -> Result<bool, Error> {
+        let Some(oldest) = self.in_flight.front() else {
+            return Ok(false);
         };
-        let (hashes, mut buf) = batch
-            .done
-            .recv()
-            .map_err(|_| io::Error::other("dm-verity hashing worker stopped"))?;
+        let stopped = || io::Error::other("dm-verity hashing worker stopped");
+        let result = if wait {
+            oldest.done.recv().map_err(|_| stopped())?
+        } else {
+            match oldest.done.try_recv() {
+                Ok(result) => result,
+                Err(TryRecvError::Empty) => return Ok(false),
+                Err(TryRecvError::Disconnected) => return Err(stopped().into()),
+            }
+        };
+        let Some(batch) = self.in_flight.pop_front() else {
+            return Ok(false);
+        };
+        let (hashes, mut buf) = result;
         let mut hashes = hashes.into_iter();
         let shared = batch
             .shared
@@ -367,7 +383,7 @@ impl VerityHasher {
             buf.clear();
             self.spare.push(buf);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Hashes everything appended so far; fails on a partial last block.
@@ -376,9 +392,7 @@ impl VerityHasher {
             return Err(Error::NotBlockAligned { len: self.len() });
         }
         self.submit()?;
-        while !self.in_flight.is_empty() {
-            self.merge_oldest()?;
-        }
+        while self.merge_oldest(true)? {}
         Ok(())
     }
 }

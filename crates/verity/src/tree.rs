@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use crate::Error;
 use crate::hasher::pool;
-use crate::root::{BLOCK_SIZE, HASH_SIZE, HASHES_PER_BLOCK, RootHash, salted_hash};
+use crate::root::{BLOCK_SIZE, HASH_SIZE, HASHES_PER_BLOCK, RootHash, padded_hashes, salted_hash};
 use crate::superblock::VeritySuperblock;
 
 type Hash = [u8; HASH_SIZE];
@@ -122,9 +122,14 @@ impl VerityTree {
 fn hash_level(below: &[Hash]) -> Vec<Hash> {
     let work = || {
         below
-            .par_chunks(HASHES_PER_BLOCK)
-            .with_min_len(16)
-            .map(hash_hashes)
+            .par_chunks(2 * HASHES_PER_BLOCK)
+            .with_min_len(8)
+            .flat_map_iter(|two| {
+                let mut hashes = Vec::with_capacity(2);
+                let blocks = two.chunks(HASHES_PER_BLOCK).map(<[Hash]>::as_flattened);
+                padded_hashes(blocks, &mut hashes);
+                hashes
+            })
             .collect()
     };
     match pool() {
