@@ -48,7 +48,7 @@ type Hash = [u8; HASH_SIZE];
 /// end; calling [`BlockSink::finish`] first is allowed but not needed.
 ///
 /// ```
-/// use confsum_ext4::{BlockSink, SharedChunk};
+/// use confsum_ext4::BlockSink;
 /// use confsum_verity::{VerityHasher, root_hash};
 ///
 /// // An image of one data block followed by a zero block.
@@ -106,8 +106,8 @@ struct SharedRun {
 }
 
 struct InFlight {
+    /// Where the batch's hashes go: `buf`'s blocks, then the shared pieces'.
     runs: Vec<Run>,
-    shared: Vec<(usize, usize)>,
     done: Receiver<(Vec<Hash>, Vec<u8>)>,
 }
 
@@ -320,14 +320,14 @@ impl VerityHasher {
         next.extend_from_slice(self.buf.get(whole..).unwrap_or_default());
         let mut batch = mem::replace(&mut self.buf, next);
         batch.truncate(whole);
-        let runs = mem::take(&mut self.runs);
+        let mut runs = mem::take(&mut self.runs);
         let pieces = mem::take(&mut self.shared);
         self.shared_bytes = 0;
-        let shared: Vec<(usize, usize)> = pieces
-            .iter()
-            .map(|p| (p.leaf, p.chunk.len().div_ceil(BLOCK_SIZE)))
-            .collect();
-        let blocks = whole / BLOCK_SIZE + shared.iter().map(|&(_, n)| n).sum::<usize>();
+        runs.extend(pieces.iter().map(|p| Run {
+            leaf: p.leaf,
+            blocks: p.chunk.len().div_ceil(BLOCK_SIZE),
+        }));
+        let blocks = runs.iter().map(|r| r.blocks).sum();
 
         // Capacity 1: the worker never blocks on sending its one result.
         let (tx, done) = mpsc::sync_channel(1);
@@ -345,7 +345,7 @@ impl VerityHasher {
             // Also when no threads could be started: still correct.
             _ => job(),
         }
-        self.in_flight.push_back(InFlight { runs, shared, done });
+        self.in_flight.push_back(InFlight { runs, done });
         Ok(())
     }
 
@@ -370,11 +370,7 @@ impl VerityHasher {
         };
         let (hashes, mut buf) = result;
         let mut hashes = hashes.into_iter();
-        let shared = batch
-            .shared
-            .iter()
-            .map(|&(leaf, blocks)| Run { leaf, blocks });
-        for run in batch.runs.into_iter().chain(shared) {
+        for run in batch.runs {
             if let Some(slots) = self.leaves.get_mut(run.leaf..run.leaf + run.blocks) {
                 slots.iter_mut().zip(&mut hashes).for_each(|(s, h)| *s = h);
             }

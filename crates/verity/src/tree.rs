@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use crate::Error;
 use crate::hasher::pool;
-use crate::root::{BLOCK_SIZE, HASH_SIZE, HASHES_PER_BLOCK, RootHash, padded_hashes, salted_hash};
+use crate::root::{BLOCK_SIZE, HASH_SIZE, HASHES_PER_BLOCK, RootHash, padded_hash, padded_hashes};
 use crate::superblock::VeritySuperblock;
 
 type Hash = [u8; HASH_SIZE];
@@ -37,7 +37,8 @@ impl VerityTree {
             levels.push(level);
         }
         let top = levels.last().map(Vec::as_slice).unwrap_or_default();
-        let root = RootHash::from(hash_hashes(top));
+        // The top level, zero-padded to one block.
+        let root = RootHash::from(padded_hash(top.as_flattened()));
         Ok(VerityTree { levels, root })
     }
 
@@ -138,19 +139,10 @@ fn hash_level(below: &[Hash]) -> Vec<Hash> {
     }
 }
 
-/// Salted hash of one hash block holding `hashes`, zero-padded.
-fn hash_hashes(hashes: &[Hash]) -> Hash {
-    let mut block = [0; BLOCK_SIZE];
-    let bytes = hashes.as_flattened();
-    if let Some(head) = block.get_mut(..bytes.len()) {
-        head.copy_from_slice(bytes);
-    }
-    salted_hash(&block)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::root::salted_hash;
 
     #[test]
     fn shape_at_level_boundaries() {
