@@ -10,7 +10,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// `Σ a·b`, in eight lanes so the compiler can vectorize it.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -188,4 +188,19 @@ pub(crate) fn attend_one(
             head_bias,
         },
     )?)
+}
+
+/// Rows `indices` of a row bias `[batch · len]` (see [`attend_one`]), in
+/// that order: the bias after a beam search reorders its cache rows.
+pub(crate) fn pick_bias_rows(bias: &[f32], batch: usize, indices: &[u32]) -> Result<Vec<f32>> {
+    let len = bias.len() / batch.max(1);
+    let mut rows = Vec::with_capacity(indices.len() * len);
+    for &i in indices {
+        let i = i as usize;
+        let row = bias
+            .get(i * len..(i + 1) * len)
+            .ok_or_else(|| Error::Generation(format!("cache row {i} does not exist")))?;
+        rows.extend_from_slice(row);
+    }
+    Ok(rows)
 }

@@ -10,6 +10,7 @@
 use candle_core::{DType, Tensor};
 use serde_json::Value;
 
+use crate::attention::pick_bias_rows;
 use crate::error::{Error, Result};
 use crate::json::{Fields, count, flag, string};
 use crate::nn::{Activation, Linear, Precision};
@@ -818,16 +819,8 @@ impl Seq2Seq for Bart {
             cache.cross_kv = (pick(k)?, pick(v)?);
         }
         if let Some(bias) = &state.encoder_bias {
-            let len = bias.len() / state.batch;
-            let mut rows = Vec::with_capacity(n * len);
-            for i in indices.to_vec1::<u32>()? {
-                let i = i as usize;
-                let row = bias
-                    .get(i * len..(i + 1) * len)
-                    .ok_or_else(|| Error::Generation(format!("cache row {i} does not exist")))?;
-                rows.extend_from_slice(row);
-            }
-            state.encoder_bias = Some(rows);
+            let rows = indices.to_vec1::<u32>()?;
+            state.encoder_bias = Some(pick_bias_rows(bias, state.batch, &rows)?);
         }
         state.batch = n;
         Ok(())

@@ -8,7 +8,7 @@
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
-use crate::attention::attend_one;
+use crate::attention::{attend_one, pick_bias_rows};
 use crate::error::{Error, Result};
 use crate::json::{Fields, flag, string};
 use crate::nn::{Activation, Linear, Precision};
@@ -407,9 +407,9 @@ struct DecoderBlock {
 #[derive(Debug, Clone)]
 struct State {
     batch: usize,
-    /// `[b, 1, 1, s]`: 0 for tokens, f32::MIN for padding; None when
-    /// nothing is padded.
-    encoder_mask: Option<Tensor>,
+    /// `[b · s]`: 0 for tokens, f32::MIN for padding; None when nothing
+    /// is padded.
+    encoder_mask: Option<Vec<f32>>,
     /// Per decoder layer, `[b, h, s, d]` keys and values of the encoder
     /// output.
     cross: Vec<(Tensor, Tensor)>,
@@ -607,15 +607,11 @@ impl Seq2Seq for T5 {
             .to_dtype(DType::U32)?
             .flatten_all()?
             .to_vec1::<u32>()?;
-        let encoder_mask = if mask.contains(&0) {
-            let add: Vec<f32> = mask
-                .iter()
+        let encoder_mask: Option<Vec<f32>> = mask.contains(&0).then(|| {
+            mask.iter()
                 .map(|&m| if m == 0 { f32::MIN } else { 0.0 })
-                .collect();
-            Some(Tensor::from_vec(add, (b, 1, 1, s), self.device())?)
-        } else {
-            None
-        };
+                .collect()
+        });
 
         let mut x = self.encoder_embed.index_select(&ids, 0)?.reshape((
             b,
@@ -626,7 +622,7 @@ impl Seq2Seq for T5 {
         // transformers puts f32::MIN at padded keys; adding it to the small
         // position bias rounds to the same value.
         let bias = match &encoder_mask {
-            Some(m) => pos.broadcast_add(m)?,
+            Some(m) => pos.broadcast_add(&Tensor::from_slice(m, (b, 1, 1, s), self.device())?)?,
             None => pos,
         };
         for block in &self.encoder {
@@ -682,11 +678,8 @@ impl Seq2Seq for T5 {
         if n == 0 {
             return Err(Error::Generation("reorder_cache to no rows".to_owned()));
         }
-        if let Some(&bad) = idx
-            .to_vec1::<u32>()?
-            .iter()
-            .find(|&&i| i as usize >= state.batch)
-        {
+        let rows = idx.to_vec1::<u32>()?;
+        if let Some(&bad) = rows.iter().find(|&&i| i as usize >= state.batch) {
             return Err(Error::Generation(format!(
                 "cache row {bad} does not exist in a batch of {}",
                 state.batch
@@ -694,7 +687,7 @@ impl Seq2Seq for T5 {
         }
         let pick = |t: &Tensor| t.index_select(&idx, 0);
         if let Some(m) = &state.encoder_mask {
-            state.encoder_mask = Some(pick(m)?);
+            state.encoder_mask = Some(pick_bias_rows(m, state.batch, &rows)?);
         }
         for (k, v) in state.cross.iter_mut().chain(state.past.iter_mut()) {
             *k = pick(k)?;
@@ -737,10 +730,6 @@ impl T5 {
             .position_bias(&self.decoder_rel_bias, false, pos, 1, pos + 1)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        let mask = match &state.encoder_mask {
-            Some(m) => Some(m.flatten_all()?.to_vec1::<f32>()?),
-            None => None,
-        };
         let mut past = Vec::with_capacity(self.decoder.len());
         for (i, block) in self.decoder.iter().enumerate() {
             let a = &block.self_attn;
@@ -762,7 +751,13 @@ impl T5 {
                 .ok_or_else(|| Error::Generation("cross-attention cache missing".to_owned()))?;
             let h = block.cross_norm.forward(&x)?;
             let [q] = one(c.project(&c.input, &h, 1)?)?;
-            let o = c.merge_heads(&attend_one(&q, ck, cv, mask.as_deref(), None)?)?;
+            let o = c.merge_heads(&attend_one(
+                &q,
+                ck,
+                cv,
+                state.encoder_mask.as_deref(),
+                None,
+            )?)?;
             x = block.ff.forward(&(x + o)?)?;
         }
         let mut out = self.decoder_norm.forward(&x)?;
