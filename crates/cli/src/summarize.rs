@@ -114,9 +114,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         String::from_utf8(crate::fsio::read_input(input)?).context("input is not UTF-8 text")?;
 
     let mut options = LoadOptions::default();
-    if args.int8 {
-        options.precision = Precision::Int8;
-    }
+    options.precision = precision;
     options.chunking = args.chunk;
     let loading = crate::progress::spinner("loading the model", args.no_progress);
     let mut summarizer = Summarizer::load(&dir, &options)
