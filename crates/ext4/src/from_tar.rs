@@ -17,16 +17,30 @@ const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
 const XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 
+/// How a layer stream is stored, told by its first bytes.
+enum Stored {
+    Gzip,
+    Zstd,
+    Plain,
+}
+
+fn sniff(head: &[u8]) -> Stored {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Stored::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Stored::Zstd
+    } else {
+        Stored::Plain
+    }
+}
+
 /// Wraps `input` in a gzip or zstd decoder when its first bytes say so.
 pub fn decompress<'a, R: BufRead + 'a>(mut input: R) -> io::Result<Box<dyn Read + 'a>> {
-    let head = input.fill_buf()?;
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(flate2::bufread::MultiGzDecoder::new(input)))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Ok(Box::new(zstd::stream::read::Decoder::with_buffer(input)?))
-    } else {
-        Ok(Box::new(input))
-    }
+    Ok(match sniff(input.fill_buf()?) {
+        Stored::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        Stored::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
+        Stored::Plain => Box::new(input),
+    })
 }
 
 /// [`decompress`] for a [`SharedReader`]: the decoded stream is again a
@@ -36,16 +50,12 @@ pub fn decompress<'a, R: BufRead + 'a>(mut input: R) -> io::Result<Box<dyn Read 
 pub fn decompress_shared<'a, R: Read + 'a>(
     mut input: SharedReader<'a, R>,
 ) -> io::Result<SharedReader<'a, Box<dyn Read + 'a>>> {
-    let head = input.fill_buf()?;
-    if head.starts_with(&[0x1f, 0x8b]) {
-        let decoder = flate2::bufread::MultiGzDecoder::new(input);
-        Ok(SharedReader::new(Box::new(decoder)))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        let decoder = zstd::stream::read::Decoder::with_buffer(input)?;
-        Ok(SharedReader::new(Box::new(decoder)))
-    } else {
-        Ok(input.into_boxed())
-    }
+    let decoder: Box<dyn Read + 'a> = match sniff(input.fill_buf()?) {
+        Stored::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        Stored::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
+        Stored::Plain => return Ok(input.into_boxed()),
+    };
+    Ok(SharedReader::new(decoder))
 }
 
 /// Converts an uncompressed tar stream into an ext4 image written to `sink`,
