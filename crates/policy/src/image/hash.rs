@@ -79,10 +79,29 @@ impl LayerDigest {
         }
     }
 
+    /// The digest of a thread that died: no length, so it fails the check.
+    fn lost() -> Self {
+        LayerDigest {
+            sha: Sha256::new(),
+            len: None,
+        }
+    }
+
     fn update(&mut self, chunk: &[u8]) {
         self.sha.update(chunk);
         self.len = self.len.map(|l| l + chunk.len() as u64);
     }
+}
+
+/// Where a layer's digest is computed.
+enum Digester<'scope> {
+    /// On a thread of its own, fed through the channel.
+    Thread(
+        mpsc::SyncSender<SharedChunk>,
+        thread::ScopedJoinHandle<'scope, LayerDigest>,
+    ),
+    /// On the converter's thread, when no thread could be started.
+    Inline(LayerDigest),
 }
 
 /// Pieces of the read buffers in flight to the digest thread; bounds the
@@ -114,33 +133,29 @@ fn root_and_digest(
                 d
             });
         // No thread to be had: digest inline, still correct.
-        let (tx, digester, mut inline) = match spawned {
-            Ok(handle) => (Some(tx), Some(handle), None),
-            Err(_) => (None, None, Some(LayerDigest::new())),
+        let mut digester = match spawned {
+            Ok(handle) => Digester::Thread(tx, handle),
+            Err(_) => Digester::Inline(LayerDigest::new()),
         };
         let watch = |chunk: &SharedChunk| {
             emit(progress, ProgressEvent::Bytes(chunk.len() as u64));
-            if let Some(tx) = &tx {
+            match &mut digester {
                 // A failed send means the thread died; the join says so.
-                let _ = tx.send(chunk.clone());
-            } else if let Some(d) = inline.as_mut() {
-                d.update(chunk);
+                Digester::Thread(tx, _) => {
+                    let _ = tx.send(chunk.clone());
+                }
+                Digester::Inline(d) => d.update(chunk),
             }
         };
         let result = confsum_verity::hash_layer_watched(input, &options, watch)
             .map(|h| *h.root.as_bytes())
             .map_err(sort_error);
-        drop(tx);
-        let digest = match (digester, inline) {
-            (Some(handle), _) => handle.join().unwrap_or(LayerDigest {
-                sha: Sha256::new(),
-                len: None,
-            }),
-            (None, Some(d)) => d,
-            (None, None) => LayerDigest {
-                sha: Sha256::new(),
-                len: None,
-            },
+        let digest = match digester {
+            Digester::Thread(tx, handle) => {
+                drop(tx);
+                handle.join().unwrap_or_else(|_| LayerDigest::lost())
+            }
+            Digester::Inline(d) => d,
         };
         (result, digest)
     })
