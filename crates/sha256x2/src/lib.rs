@@ -11,8 +11,8 @@
 //!
 //! Without the SHA extensions, or for messages of different lengths, both
 //! digests come from the `sha2` crate, so the answer never depends on the
-//! CPU. This is the one crate of the workspace that allows `unsafe`, and
-//! only in its `ni` module; README.md says why.
+//! CPU. This crate allows `unsafe` only in its `ni` module (with
+//! `confsum-i8gemm`, the only crates that do); README.md says why.
 //!
 //! ```
 //! use sha2::{Digest, Sha256};

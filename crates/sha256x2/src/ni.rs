@@ -1,5 +1,5 @@
 //! The two-stream compression on the x86 SHA extensions: the only
-//! `unsafe` code of the workspace.
+//! `unsafe` code of this crate.
 //!
 //! The layout is the one the instructions want (Intel's "SHA Extensions"
 //! paper): the state as two vectors, A B E F and C D G H, and message words
