@@ -621,14 +621,11 @@ impl Bart {
         let positions = [config.max_position_embeddings + POSITION_OFFSET, d];
         let encoder = (0..config.encoder_layers)
             .map(|i| {
-                // int8 pays only in the one-token decoder steps; the
-                // encoder is a batched product, where candle's int8
-                // kernels are slower than f32.
                 EncoderLayer::load(
                     weights,
                     &format!("model.encoder.layers.{i}"),
                     config,
-                    Precision::F32,
+                    precision.batched(),
                 )?
                 .into_batched()
             })

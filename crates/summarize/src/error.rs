@@ -104,6 +104,9 @@ pub enum Error {
     /// A tensor operation failed.
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
+    /// An int8 product was given operands that do not fit.
+    #[error("int8 product failed: {0}")]
+    Int8(#[from] confsum_i8gemm::Error),
 }
 
 /// A generation setting that cannot be used; see [`Error::Setting`].

@@ -14,18 +14,34 @@ pub enum Precision {
     /// 32-bit floats, as transformers computes: logits agree to about 1e-5.
     #[default]
     F32,
-    /// The linear layers that decoder steps run (self- and cross-attention
-    /// projections, feed-forward, output head) quantized to 8 bits in
-    /// blocks of 32 (ggml's Q8_0): they read every weight per token, so
-    /// fewer bytes make steps faster. The encoder and the cross-attention
-    /// keys and values stay f32 (batched products, where candle's int8 is
-    /// slower), as do embeddings, norms and layers whose input width is
-    /// not a multiple of 32.
+    /// Linear layers quantized to 8 bits. Embeddings, norms and attention
+    /// itself stay f32.
     ///
-    /// The cost is agreement: logits move by up to about 0.07 on
+    /// On CPUs with AVX-512 VNNI, the layers that decoder steps run, and
+    /// BART's encoder too, run on `confsum-i8gemm`: weights with one
+    /// scale per output row, inputs quantized per row (asymmetric, 256
+    /// levels) as they arrive. T5's encoder stays f32 (its activations
+    /// have outliers that one scale per row cannot hold). Elsewhere only
+    /// the decoder's layers are quantized, in ggml's Q8_0 blocks of 32,
+    /// and only where the input width is a multiple of 32: candle's int8
+    /// would be slower than f32 on the encoder's batched products.
+    ///
+    /// The cost is agreement: logits move by up to about 0.2 on
     /// t5-small-sized models, so greedy tokens can differ from f32 where
     /// the top two are close.
     Int8,
+}
+
+impl Precision {
+    /// The precision for layers that only ever see many rows (the
+    /// encoder, the cross-attention keys and values): int8 only where the
+    /// VNNI kernel runs it, since [`Q8Weight`] is slower than f32 there.
+    pub(crate) fn batched(self) -> Self {
+        match self {
+            Self::Int8 if confsum_i8gemm::accelerated() => Self::Int8,
+            _ => Self::F32,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -46,38 +62,14 @@ enum Weight {
     /// reads in whole vectors.
     F32T(Tensor),
     Q8(Q8Weight),
-    /// candle's own Q8_0 product, for the shapes it packs for AVX-512
-    /// VNNI; chosen only where that pays (see [`vnni_pays`]).
-    Candle(candle_core::quantized::QMatMul),
-}
-
-/// Whether candle's `QMatMul` beats [`Q8Weight`] on a `[out, in]` weight.
-///
-/// On CPUs with AVX-512 VNNI, `QMatMul` multiplies weights whose input
-/// width is a multiple of 256 and output width a multiple of 16 as packed
-/// tiles with `vpdpbusd`, about twice as fast per thread as the AVX2 dot
-/// products here; but it runs them on candle's own pool, whose caller
-/// spin-waits for the workers, and that spinning cost more than the tiles
-/// saved on a loaded 2-core machine. The pool's size comes only from the
-/// environment, so the tiles are taken only where the program has made it
-/// single-threaded (`CANDLE_NUM_THREADS=1`): then nothing spins.
-fn vnni_pays(out_dim: usize, in_dim: usize) -> bool {
-    static SINGLE_POOL_VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let ready = *SINGLE_POOL_VNNI.get_or_init(|| {
-        let single = std::env::var("CANDLE_NUM_THREADS").is_ok_and(|v| v.trim() == "1");
-        #[cfg(target_arch = "x86_64")]
-        let vnni = std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vnni");
-        #[cfg(not(target_arch = "x86_64"))]
-        let vnni = false;
-        single && vnni
-    });
-    ready && in_dim % 256 == 0 && out_dim % 16 == 0 && out_dim > 0
+    /// Per-row int8 products on AVX-512 VNNI (`confsum-i8gemm`), for
+    /// every int8 layer where the CPU has it; holds its own bias.
+    I8(I8Linear),
 }
 
 /// Weights in ggml's Q8_0 blocks (32 values, one f16 scale), multiplied
-/// here rather than by candle's `QMatMul`.
+/// here rather than by candle's `QMatMul`: the int8 path of CPUs without
+/// AVX-512 VNNI.
 ///
 /// candle 0.11.1 runs quantized products on its own pool, whose caller
 /// spin-waits for the workers (`BarrierGuard::drop`): on a loaded 2-core
@@ -89,14 +81,9 @@ fn vnni_pays(out_dim: usize, in_dim: usize) -> bool {
 /// inputs quantized to Q8_0 as candle's generic path does, so results are
 /// bit for bit `QMatMul`'s where it takes that path.
 ///
-/// On CPUs with AVX-512 VNNI or AVX-VNNI, `QMatMul` instead packs weights
-/// whose input width is a multiple of 256 and output width a multiple of
-/// 16 (every t5-small and BART layer) into tiles multiplied with
-/// `vpdpbusd` on Q8_K inputs. Measured on t5-small (512 → 60 tokens, a
-/// loaded 2-core Xeon): this path 1.75 s; those tiles 3.2–3.7 s on
-/// candle's default pool, but 1.06–1.09 s with `CANDLE_NUM_THREADS=1`,
-/// which only the program's environment can set. A binary that sets it
-/// should send those shapes back to `QMatMul`.
+/// (On VNNI CPUs `QMatMul` packs tiles for `vpdpbusd` instead, but only
+/// for one row at a time on its spin-waiting pool; `confsum-i8gemm`
+/// replaced it there, for decoder steps and encoder alike.)
 #[derive(Debug, Clone)]
 struct Q8Weight {
     /// `[out][in / 32]` blocks, row after row.
@@ -233,13 +220,11 @@ impl Linear {
     ) -> Result<Self> {
         let in_dim = weight.dim(1)?;
         let weight = match precision {
-            Precision::Int8 if vnni_pays(weight.dim(0)?, in_dim) => {
-                Weight::Candle(candle_core::quantized::QMatMul::from_qtensor(
-                    candle_core::quantized::QTensor::quantize(
-                        &weight,
-                        candle_core::quantized::GgmlDType::Q8_0,
-                    )?,
-                )?)
+            Precision::Int8 if confsum_i8gemm::accelerated() => {
+                return Ok(Self {
+                    weight: Weight::I8(I8Linear::new(&weight, bias.as_ref())?),
+                    bias: None,
+                });
             }
             Precision::Int8 if in_dim > 0 && in_dim % Q8Weight::BLOCK == 0 => {
                 Weight::Q8(Q8Weight::quantize(&weight)?)
@@ -278,12 +263,131 @@ impl Linear {
                 }
             }
             Weight::Q8(q) => q.forward(x)?,
-            Weight::Candle(q) => candle_core::Module::forward(q, x)?,
+            Weight::I8(w) => w.forward(x)?,
         };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
+    }
+}
+
+/// Products of at least this many rows split their rows between threads,
+/// each quantizing and multiplying its own; smaller ones (decoder steps,
+/// where reading the weight is the cost) split the weight's panels.
+const I8_ROW_SPLIT_MIN: usize = 16;
+
+/// An int8 layer: the weight for `confsum-i8gemm`, and the bias, added as
+/// each row is written.
+#[derive(Debug, Clone)]
+struct I8Linear {
+    weight: confsum_i8gemm::I8Weight,
+    bias: Option<Vec<f32>>,
+}
+
+impl I8Linear {
+    fn new(weight: &Tensor, bias: Option<&Tensor>) -> Result<Self> {
+        let (out_dim, in_dim) = weight.dims2()?;
+        let values = weight.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Self {
+            weight: confsum_i8gemm::I8Weight::quantize(&values, out_dim, in_dim)?,
+            bias: bias.map(|b| b.to_vec1::<f32>()).transpose()?,
+        })
+    }
+
+    /// `x·Wᵀ + b` for `x` of `[.., in]`, read in place.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.contiguous()?.apply_op1_no_bwd(self)?)
+    }
+
+    /// `y` `[rows, out]` from `x` `[rows, in]`, on rayon's pool.
+    fn product(&self, x: &[f32], y: &mut [f32]) -> std::result::Result<(), confsum_i8gemm::Error> {
+        use confsum_i8gemm::I8Rows;
+        use rayon::prelude::*;
+
+        let w = &self.weight;
+        let (in_dim, out_dim, panels) = (w.in_dim(), w.out_dim(), w.panels());
+        let rows = y.len() / out_dim.max(1);
+        let threads = rayon::current_num_threads();
+        if threads < 2 || out_dim * in_dim * rows < Q8_PARALLEL_MIN {
+            let q = I8Rows::quantize(x, in_dim)?;
+            w.matmul(&q, 0..rows, 0..panels, y)?;
+        } else if rows >= I8_ROW_SPLIT_MIN {
+            let per_part = rows.div_ceil(threads);
+            y.par_chunks_mut(per_part * out_dim)
+                .zip(x.par_chunks(per_part * in_dim))
+                .try_for_each(|(y, x)| {
+                    let q = I8Rows::quantize(x, in_dim)?;
+                    w.matmul(&q, 0..q.rows(), 0..panels, y)
+                })?;
+        } else {
+            let q = I8Rows::quantize(x, in_dim)?;
+            let per_part = panels.div_ceil(threads);
+            let parts = (0..panels)
+                .step_by(per_part)
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .map(|start| {
+                    let range = start..(start + per_part).min(panels);
+                    let mut part = vec![0f32; rows * w.columns(range.clone()).len()];
+                    w.matmul(&q, 0..rows, range, &mut part).map(|()| part)
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            // Each part is `[rows, its columns]`: lay them side by side.
+            let mut at = 0;
+            for part in &parts {
+                let width = part.len() / rows.max(1);
+                for (dst, src) in y.chunks_mut(out_dim).zip(part.chunks(width.max(1))) {
+                    if let Some(dst) = dst.get_mut(at..at + width) {
+                        dst.copy_from_slice(src);
+                    }
+                }
+                at += width;
+            }
+        }
+        if let Some(bias) = &self.bias {
+            for row in y.chunks_mut(out_dim.max(1)) {
+                for (v, b) in row.iter_mut().zip(bias) {
+                    *v += b;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl candle_core::CustomOp1 for I8Linear {
+    fn name(&self) -> &'static str {
+        "i8-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let candle_core::CpuStorage::F32(data) = storage else {
+            candle_core::bail!("int8 linear takes f32")
+        };
+        let x = layout
+            .contiguous_offsets()
+            .and_then(|(start, end)| data.get(start..end))
+            .ok_or_else(|| candle_core::Error::Msg("int8 linear takes contiguous input".into()))?;
+        let mut dims = layout.shape().dims().to_vec();
+        if dims.last() != Some(&self.weight.in_dim()) {
+            candle_core::bail!(
+                "int8 linear of width {} given {dims:?}",
+                self.weight.in_dim()
+            )
+        }
+        if let Some(last) = dims.last_mut() {
+            *last = self.weight.out_dim();
+        }
+        let rows = x.len() / self.weight.in_dim().max(1);
+        let mut y = vec![0f32; rows * self.weight.out_dim()];
+        self.product(x, &mut y)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Ok((candle_core::CpuStorage::F32(y), dims.into()))
     }
 }
 
@@ -433,44 +537,5 @@ mod tests {
         let w = Tensor::from_vec(values(36 * 64, 3), (36, 64), &Device::Cpu).unwrap();
         let y = Q8Weight::quantize(&w).unwrap().forward(&empty).unwrap();
         assert_eq!(y.dims(), &[0, 36]);
-    }
-
-    /// The layer around candle's `QMatMul` (taken on VNNI CPUs when the
-    /// environment allows, so not by the fixtures): the shapes that path
-    /// packs, any leading dims, the bias added, and a product near f32.
-    #[test]
-    fn candle_q8_layer_keeps_shapes_and_bias() {
-        let (out_dim, in_dim) = (48, 512);
-        let w =
-            Tensor::from_vec(values(out_dim * in_dim, 5), (out_dim, in_dim), &Device::Cpu).unwrap();
-        let b = Tensor::from_vec(values(out_dim, 9), out_dim, &Device::Cpu).unwrap();
-        let layer = super::Linear {
-            weight: super::Weight::Candle(
-                QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0).unwrap()).unwrap(),
-            ),
-            bias: Some(b.clone()),
-        };
-        for shape in [vec![1, in_dim], vec![2, 3, in_dim]] {
-            let n = shape.iter().product();
-            let x = Tensor::from_vec(values(n, 13), shape.as_slice(), &Device::Cpu).unwrap();
-            let got = layer.forward(&x).unwrap();
-            let want = x
-                .broadcast_matmul(&w.t().unwrap())
-                .unwrap()
-                .broadcast_add(&b)
-                .unwrap();
-            assert_eq!(got.dims(), want.dims());
-            let err = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(err < 0.05 * (in_dim as f32).sqrt(), "{shape:?}: {err}");
-        }
     }
 }
