@@ -98,14 +98,9 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     } else {
         Precision::F32
     };
-    // Int8 wants candle's pool single-threaded even when no count is asked.
-    let threads = args.threads.map(|n| n as usize).or_else(|| {
-        args.int8
-            .then(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-    });
-    if let Some(n) = threads {
-        if !confsum_summarize::threads_configured(n, precision) {
-            restart_with_threads(n, precision)?;
+    if let Some(n) = args.threads.map(|n| n as usize) {
+        if !confsum_summarize::threads_configured(n) {
+            restart_with_threads(n)?;
         }
     }
     let dir = resolve_model(&args.model)?;
@@ -175,13 +170,13 @@ pub(crate) fn run(args: &Args) -> Result<()> {
 /// candle sizes its thread pools once, from the environment, and changing
 /// our own environment takes `unsafe`: so become this same command again
 /// with the variables set. Returns only on failure.
-fn restart_with_threads(n: usize, precision: Precision) -> Result<()> {
+fn restart_with_threads(n: usize) -> Result<()> {
     use std::os::unix::process::CommandExt;
 
     let exe = std::env::current_exe().context("cannot find this program to restart it")?;
     let err = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
-        .envs(confsum_summarize::thread_env(n, precision))
+        .envs(confsum_summarize::thread_env(n))
         .exec();
     Err(err).context(format!("cannot restart with {n} threads"))
 }

@@ -12,8 +12,7 @@
 //!
 //! candle takes its thread counts from the environment when it starts,
 //! so `--threads N` starts this program again with
-//! `confsum_summarize::thread_env` set (for `--int8`, candle's own pool
-//! single-threaded, as `confsum summarize` does).
+//! `confsum_summarize::thread_env` set, as `confsum summarize` does.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -122,14 +121,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let precision = args.precision();
-    if let Some(n) = args.threads.filter(|&n| !threads_configured(n, precision)) {
+    if let Some(n) = args.threads.filter(|&n| !threads_configured(n)) {
         // candle reads the count once from the environment: become this
         // program again with it set (the new image's check passes).
         let err = std::env::current_exe().map(|exe| {
             Command::new(exe)
                 .args(std::env::args_os().skip(1))
-                .envs(thread_env(n, precision))
+                .envs(thread_env(n))
                 .exec()
         });
         eprintln!("cannot start again with {n} threads: {err:?}");

@@ -30,14 +30,13 @@
 //! environment: `RAYON_NUM_THREADS` (matrix products), and
 //! `CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`, for element-wise
 //! kernels on large tensors (this crate's int8 products run on rayon's
-//! pool, not candle's); without them, one thread per physical core.
+//! pool); without them, one thread per physical core.
 //! It has no call to resize them, and changing the environment of a
 //! running process takes `unsafe` code, which this crate forbids. So a
 //! program that takes a thread count sets [`thread_env`] for itself
 //! before it starts (a command-line tool can start itself again with the
 //! variables set, as `examples/bench_generate.rs` does), and
-//! [`threads_configured`] tells whether it holds. Int8 wants candle's
-//! pool single-threaded; see [`thread_env`].
+//! [`threads_configured`] tells whether it holds.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -66,31 +65,22 @@ pub use crate::{
 /// when it first computes; see the crate's doc, "Threads".
 pub const THREAD_ENV_VARS: [&str; 2] = ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"];
 
-/// The environment under which candle computes `precision` with `n`
-/// threads: [`THREAD_ENV_VARS`] with their values.
+/// The environment under which candle computes with `n` threads:
+/// [`THREAD_ENV_VARS`], each set to `n`.
 ///
-/// Matrix products take `n` threads (`RAYON_NUM_THREADS`). candle's own
-/// pool (`CANDLE_NUM_THREADS`) gets `n` for f32, but one for int8: its
-/// AVX-512 VNNI kernels, which int8 layers take where they fit, run on
-/// that pool, whose caller spin-waits for the workers, and they are
-/// faster single-threaded on the caller (t5-small, 2 cores: 0.66× the
-/// time of the same build with both variables at 2).
-pub fn thread_env(n: usize, precision: Precision) -> [(&'static str, String); 2] {
-    let candle = match precision {
-        Precision::Int8 => 1,
-        _ => n,
-    };
-    let [rayon_var, candle_var] = THREAD_ENV_VARS;
-    [(rayon_var, n.to_string()), (candle_var, candle.to_string())]
+/// (Int8 used to want candle's own pool at one thread, for candle's VNNI
+/// kernels; `confsum-i8gemm` runs on rayon's pool instead.)
+pub fn thread_env(n: usize) -> [(&'static str, String); 2] {
+    THREAD_ENV_VARS.map(|name| (name, n.to_string()))
 }
 
-/// Whether this process's environment is [`thread_env`]`(n, precision)`.
+/// Whether this process's environment is [`thread_env`]`(n)`.
 ///
 /// A program that takes a thread count and finds this false starts itself
 /// again with that environment.
-pub fn threads_configured(n: usize, precision: Precision) -> bool {
+pub fn threads_configured(n: usize) -> bool {
     n > 0
-        && thread_env(n, precision).iter().all(|(name, want)| {
+        && thread_env(n).iter().all(|(name, want)| {
             std::env::var(name).is_ok_and(|s| s.trim().parse::<usize>().ok() == want.parse().ok())
         })
 }

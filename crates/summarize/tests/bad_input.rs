@@ -326,24 +326,16 @@ fn chunking_summarizes_long_input() {
 
 #[test]
 fn thread_count_is_read_from_the_environment() {
-    use confsum_summarize::{Precision, THREAD_ENV_VARS, thread_env, threads_configured};
+    use confsum_summarize::{THREAD_ENV_VARS, thread_env, threads_configured};
 
     assert_eq!(
-        thread_env(3, Precision::F32),
+        thread_env(3),
         [
             (THREAD_ENV_VARS[0], "3".into()),
             (THREAD_ENV_VARS[1], "3".into())
         ]
     );
-    // Int8 keeps candle's spin-waiting pool to the calling thread.
-    assert_eq!(
-        thread_env(3, Precision::Int8),
-        [
-            (THREAD_ENV_VARS[0], "3".into()),
-            (THREAD_ENV_VARS[1], "1".into())
-        ]
-    );
-    assert!(!threads_configured(0, Precision::F32));
+    assert!(!threads_configured(0));
     let read = |name: &str| {
         std::env::var(name)
             .ok()
@@ -352,12 +344,11 @@ fn thread_count_is_read_from_the_environment() {
     let [rayon, candle] = THREAD_ENV_VARS.map(read);
     match (rayon, candle) {
         (Some(k), Some(c)) if k > 0 => {
-            assert_eq!(threads_configured(k, Precision::F32), c == k);
-            assert_eq!(threads_configured(k, Precision::Int8), c == 1);
-            assert!(!threads_configured(k + 1, Precision::F32));
+            assert_eq!(threads_configured(k), c == k);
+            assert!(!threads_configured(k + 1));
         }
         // Unset variables: no count can be promised.
-        _ => assert!(!threads_configured(1, Precision::F32)),
+        _ => assert!(!threads_configured(1)),
     }
 }
 
