@@ -44,7 +44,10 @@ struct OneQuery<'a> {
     head_bias: Option<&'a [f32]>,
 }
 
-fn contiguous_f32<'s>(storage: &'s CpuStorage, layout: &Layout) -> candle_core::Result<&'s [f32]> {
+pub(crate) fn contiguous_f32<'s>(
+    storage: &'s CpuStorage,
+    layout: &Layout,
+) -> candle_core::Result<&'s [f32]> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("one-query attention takes f32")
     };
@@ -77,7 +80,7 @@ impl OneQuery<'_> {
         let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut total = 0f32;
         for s in scores.iter_mut() {
-            *s = (*s - max).exp();
+            *s = crate::softmax::exp_nonpositive(*s - max);
             total += *s;
         }
         out.fill(0.0);

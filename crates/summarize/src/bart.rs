@@ -150,7 +150,7 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Result<T
         Some(bias) => scores.broadcast_add(bias)?,
         None => scores,
     };
-    Ok(candle_nn::ops::softmax_last_dim(&scores)?.matmul(v)?)
+    Ok(crate::softmax::softmax_last_dim(scores)?.matmul(v)?)
 }
 
 /// Head layout of one attention block.

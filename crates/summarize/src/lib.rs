@@ -49,6 +49,7 @@ mod json;
 mod model;
 mod nn;
 mod seq2seq;
+mod softmax;
 mod summarizer;
 mod t5;
 mod weights;

@@ -326,7 +326,7 @@ fn attend_rows(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Res
         Some(bias) => scores.broadcast_add(bias)?,
         None => scores,
     };
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    let probs = crate::softmax::softmax_last_dim(scores)?;
     Ok(probs.matmul(v)?)
 }
 
