@@ -398,7 +398,7 @@ impl FeedForward {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.fc2
-            .forward(&self.activation.apply(&self.fc1.forward(x)?)?)
+            .forward(&self.activation.apply_owned(self.fc1.forward(x)?)?)
     }
 }
 

@@ -450,6 +450,24 @@ impl Activation {
         })
     }
 
+    /// As [`apply`](Self::apply), on a tensor nothing else shares (fresh
+    /// from a product), which this consumes: the erf GELU runs in its
+    /// storage, the rest as `apply` does.
+    pub(crate) fn apply_owned(self, x: Tensor) -> Result<Tensor> {
+        match self {
+            Self::Gelu if x.dtype() == candle_core::DType::F32 => {
+                let x = if x.is_contiguous() {
+                    x
+                } else {
+                    x.contiguous()?
+                };
+                x.inplace_op1(&GeluErf)?;
+                Ok(x)
+            }
+            _ => self.apply(&x),
+        }
+    }
+
     pub(crate) fn apply(self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Self::Relu => x.relu()?,
@@ -464,6 +482,69 @@ impl Activation {
             Self::Sigmoid => candle_nn::ops::sigmoid(x)?,
             Self::Linear => x.clone(),
         })
+    }
+}
+
+/// `x · Φ(x)`, the exact GELU: Φ from erfc by Numerical Recipes'
+/// Chebyshev fit (`erfc(z) = t · exp(-z² + P(t))`, `t = 1 / (1 + z/2)`,
+/// fractional error under 1.2e-7 for every z), on the vectorizable exp of
+/// `softmax`. candle's `gelu_erf` calls libm's `erff` per value and writes
+/// a new tensor: on bart-large's 512-token encoder (25 M values) that took
+/// 50-90 ms of an fp32 encode.
+#[inline(always)]
+fn gelu_erf(x: f32) -> f32 {
+    const C: [f32; 9] = [
+        1.000_023_7,
+        0.374_091_96,
+        0.096_784_18,
+        -0.186_288_06,
+        0.278_868_07,
+        -1.135_204,
+        1.488_515_9,
+        -0.822_152_2,
+        0.170_872_77,
+    ];
+    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let mut p = 0f32;
+    for c in C.iter().rev() {
+        p = (p + c) * t;
+    }
+    // At z = 0 the exponent is 3e-8 above zero, where the exp still holds.
+    let erfc = t * crate::softmax::exp_nonpositive(-z * z - 1.265_512_2 + p);
+    let cdf = if x >= 0.0 {
+        1.0 - 0.5 * erfc
+    } else {
+        0.5 * erfc
+    };
+    x * cdf
+}
+
+/// [`gelu_erf`] over a tensor's storage.
+struct GeluErf;
+
+impl candle_core::InplaceOp1 for GeluErf {
+    fn name(&self) -> &'static str {
+        "gelu-erf"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &mut candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        use rayon::prelude::*;
+
+        let candle_core::CpuStorage::F32(data) = storage else {
+            candle_core::bail!("gelu takes f32")
+        };
+        let x = layout
+            .contiguous_offsets()
+            .and_then(|(start, end)| data.get_mut(start..end))
+            .ok_or_else(|| candle_core::Error::Msg("gelu takes contiguous input".into()))?;
+        x.par_chunks_mut(1 << 14)
+            .for_each(|part| part.iter_mut().for_each(|v| *v = gelu_erf(*v)));
+        Ok(())
     }
 }
 
@@ -487,6 +568,40 @@ mod tests {
                 ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
             })
             .collect()
+    }
+
+    /// The in-place erf GELU against candle's (libm's `erff`), from far
+    /// negative to far positive, NaN and infinities included: within
+    /// 3e-7 relative, plus the rounding of candle's own form.
+    #[test]
+    fn gelu_erf_matches_candle() {
+        let mut values: Vec<f32> = (-20_000..=20_000).map(|i| i as f32 * 6e-4).collect();
+        values.extend([
+            -1e4,
+            1e4,
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ]);
+        let x = Tensor::from_vec(values.clone(), values.len(), &Device::Cpu).unwrap();
+        let want = x.gelu_erf().unwrap().to_vec1::<f32>().unwrap();
+        let got = super::Activation::Gelu
+            .apply_owned(x.copy().unwrap())
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for ((g, w), x) in got.iter().zip(&want).zip(&values) {
+            if w.is_nan() || w.is_infinite() {
+                assert_eq!(g.to_bits(), w.to_bits(), "gelu({x})");
+            } else {
+                // candle's `1 + erf` loses its low bits for negative x
+                // (up to about |x| · 2⁻²⁴); this form does not.
+                let bound = 3e-7 * w.abs() + 6e-8 * x.abs();
+                assert!((g - w).abs() <= bound, "gelu({x}): {g} against {w}");
+            }
+        }
     }
 
     /// The kernel here must give exactly what candle's `QMatMul` gives for
