@@ -12,6 +12,12 @@ pub enum Error {
         /// The row width they should divide into.
         width: usize,
     },
+    /// A weight wider than [`crate::MAX_IN_DIM`] inputs, whose integer
+    /// sums could overflow.
+    TooWide {
+        /// The weight's input width.
+        in_dim: usize,
+    },
     /// Rows or panels outside the operands, or an output slice of the
     /// wrong length.
     Range {
@@ -26,6 +32,11 @@ impl fmt::Display for Error {
             Self::Shape { len, width } => {
                 write!(f, "{len} values are not whole rows of width {width}")
             }
+            Self::TooWide { in_dim } => write!(
+                f,
+                "input width {in_dim} is over {}, where int8 sums could overflow",
+                crate::MAX_IN_DIM
+            ),
             Self::Range { what } => write!(f, "{what} out of range"),
         }
     }

@@ -35,7 +35,7 @@ mod quant;
 mod vnni;
 
 pub use self::error::Error;
-pub use self::quant::{I8Rows, I8Weight, PANEL, accelerated};
+pub use self::quant::{I8Rows, I8Weight, MAX_IN_DIM, PANEL, accelerated};
 
 /// Input rows that one kernel call multiplies at once.
 const TILE_ROWS: usize = 6;

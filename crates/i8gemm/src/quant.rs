@@ -11,6 +11,10 @@ pub const PANEL: usize = 64;
 /// inputs (256 KiB), a block's bytes and the panel stay in L2 together.
 const BLOCK_ROWS: usize = 48;
 
+/// The widest input whose integer sums cannot overflow: 255 · 127 ·
+/// 65,536 < 2³¹.
+pub const MAX_IN_DIM: usize = 65_536;
+
 /// Largest magnitude of a quantized weight: symmetric, so -128 is unused.
 const LEVELS: f32 = 127.0;
 
@@ -171,6 +175,9 @@ impl I8Weight {
     /// layer stores it.
     pub fn quantize(weight: &[f32], out_dim: usize, in_dim: usize) -> Result<Self, Error> {
         let rows = whole_rows(weight.len(), in_dim)?;
+        if in_dim > MAX_IN_DIM {
+            return Err(Error::TooWide { in_dim });
+        }
         if rows != out_dim {
             return Err(Error::Shape {
                 len: weight.len(),
@@ -190,7 +197,7 @@ impl I8Weight {
             let mut sum = 0i32;
             for (k, &v) in row.iter().enumerate() {
                 let q = level(v, inverse);
-                sum += i32::from(q);
+                sum = sum.wrapping_add(i32::from(q));
                 let at = base + (k / GROUP) * GROUP_BYTES + k % GROUP;
                 if let Some(slot) = packed.get_mut(at) {
                     *slot = q;

@@ -2,7 +2,7 @@
 //! product (within quantization error).
 #![allow(clippy::unwrap_used)]
 
-use confsum_i8gemm::{Error, I8Rows, I8Weight, PANEL, accelerated};
+use confsum_i8gemm::{Error, I8Rows, I8Weight, MAX_IN_DIM, PANEL, accelerated};
 use proptest::prelude::*;
 
 /// Deterministic values in [-1, 1) that are not all alike.
@@ -226,6 +226,11 @@ fn bad_shapes_and_ranges_are_errors() {
     assert!(I8Weight::quantize(&[], 0, 0).is_err());
     assert!(I8Rows::quantize(&[0.0; 5], 2).is_err());
     assert!(I8Rows::quantize(&[0.0; 4], 0).is_err());
+    let wide = MAX_IN_DIM + 4;
+    assert_eq!(
+        I8Weight::quantize(&vec![0.0; wide], 1, wide).unwrap_err(),
+        Error::TooWide { in_dim: wide }
+    );
 
     let w = I8Weight::quantize(&values(70 * 8, 1), 70, 8).unwrap();
     let x = I8Rows::quantize(&values(3 * 8, 2), 8).unwrap();

@@ -220,7 +220,9 @@ impl Linear {
     ) -> Result<Self> {
         let in_dim = weight.dim(1)?;
         let weight = match precision {
-            Precision::Int8 if confsum_i8gemm::accelerated() => {
+            Precision::Int8
+                if confsum_i8gemm::accelerated() && in_dim <= confsum_i8gemm::MAX_IN_DIM =>
+            {
                 return Ok(Self {
                     weight: Weight::I8(I8Linear::new(&weight, bias.as_ref())?),
                     bias: None,
