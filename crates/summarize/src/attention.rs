@@ -11,6 +11,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use crate::error::{Error, Result};
+use crate::storage::contiguous_f32;
 
 /// `Σ a·b`, in eight lanes so the compiler can vectorize it.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -42,20 +43,6 @@ struct OneQuery<'a> {
     /// `[h · len]`: an additive bias per head, the same for every row
     /// (T5's relative positions).
     head_bias: Option<&'a [f32]>,
-}
-
-pub(crate) fn contiguous_f32<'s>(
-    storage: &'s CpuStorage,
-    layout: &Layout,
-) -> candle_core::Result<&'s [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("one-query attention takes f32")
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("one-query attention takes contiguous tensors")
-    };
-    data.get(start..end)
-        .ok_or_else(|| candle_core::Error::Msg("layout outside its storage".to_owned()))
 }
 
 impl OneQuery<'_> {
@@ -122,9 +109,9 @@ impl CustomOp3 for OneQuery<'_> {
         if d == 0 || len == 0 {
             candle_core::bail!("one-query attention over nothing")
         }
-        let q = contiguous_f32(q_storage, q_layout)?;
-        let k = contiguous_f32(k_storage, k_layout)?;
-        let v = contiguous_f32(v_storage, v_layout)?;
+        let q = contiguous_f32(self.name(), q_storage, q_layout)?;
+        let k = contiguous_f32(self.name(), k_storage, k_layout)?;
+        let v = contiguous_f32(self.name(), v_storage, v_layout)?;
         if let Some(bias) = self.row_bias
             && bias.len() != b * len
         {

@@ -50,6 +50,7 @@ mod model;
 mod nn;
 mod seq2seq;
 mod softmax;
+mod storage;
 mod summarizer;
 mod t5;
 mod weights;

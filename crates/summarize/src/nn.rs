@@ -368,13 +368,7 @@ impl candle_core::CustomOp1 for I8Linear {
         storage: &candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let candle_core::CpuStorage::F32(data) = storage else {
-            candle_core::bail!("int8 linear takes f32")
-        };
-        let x = layout
-            .contiguous_offsets()
-            .and_then(|(start, end)| data.get(start..end))
-            .ok_or_else(|| candle_core::Error::Msg("int8 linear takes contiguous input".into()))?;
+        let x = crate::storage::contiguous_f32(self.name(), storage, layout)?;
         let mut dims = layout.shape().dims().to_vec();
         if dims.last() != Some(&self.weight.in_dim()) {
             candle_core::bail!(
@@ -458,13 +452,7 @@ impl Activation {
     pub(crate) fn apply_owned(self, x: Tensor) -> Result<Tensor> {
         match self {
             Self::Gelu if x.dtype() == candle_core::DType::F32 => {
-                let x = if x.is_contiguous() {
-                    x
-                } else {
-                    x.contiguous()?
-                };
-                x.inplace_op1(&GeluErf)?;
-                Ok(x)
+                crate::storage::in_place(x, &GeluErf)
             }
             _ => self.apply(&x),
         }
@@ -537,13 +525,7 @@ impl candle_core::InplaceOp1 for GeluErf {
     ) -> candle_core::Result<()> {
         use rayon::prelude::*;
 
-        let candle_core::CpuStorage::F32(data) = storage else {
-            candle_core::bail!("gelu takes f32")
-        };
-        let x = layout
-            .contiguous_offsets()
-            .and_then(|(start, end)| data.get_mut(start..end))
-            .ok_or_else(|| candle_core::Error::Msg("gelu takes contiguous input".into()))?;
+        let x = crate::storage::contiguous_f32_mut(self.name(), storage, layout)?;
         x.par_chunks_mut(1 << 14)
             .for_each(|part| part.iter_mut().for_each(|v| *v = gelu_erf(*v)));
         Ok(())

@@ -104,14 +104,8 @@ impl InplaceOp1 for SoftmaxLastDim {
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
         use rayon::prelude::*;
 
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("softmax takes f32")
-        };
         let width = layout.shape().dims().last().copied().unwrap_or(0);
-        let x = layout
-            .contiguous_offsets()
-            .and_then(|(start, end)| data.get_mut(start..end))
-            .ok_or_else(|| candle_core::Error::Msg("softmax takes contiguous input".into()))?;
+        let x = crate::storage::contiguous_f32_mut(self.name(), storage, layout)?;
         if width > 0 {
             x.par_chunks_mut(width).for_each(softmax_row);
         }
@@ -121,17 +115,9 @@ impl InplaceOp1 for SoftmaxLastDim {
 
 /// Softmax of an f32 tensor over its last dimension, computed in the
 /// tensor's own storage: `scores` must be a tensor nothing else shares
-/// (fresh from a product or a sum), which this consumes. A new 16 MB
-/// result for each encoder layer cost more in page faults than the
-/// arithmetic.
+/// (see [`crate::storage::in_place`]).
 pub(crate) fn softmax_last_dim(scores: Tensor) -> Result<Tensor> {
-    let scores = if scores.is_contiguous() {
-        scores
-    } else {
-        scores.contiguous()?
-    };
-    scores.inplace_op1(&SoftmaxLastDim)?;
-    Ok(scores)
+    crate::storage::in_place(scores, &SoftmaxLastDim)
 }
 
 #[cfg(test)]
