@@ -76,10 +76,7 @@ impl std::fmt::Debug for I8Rows {
 /// Whether [`I8Weight::matmul`] runs the AVX-512 VNNI kernel on this CPU
 /// (otherwise the portable one, with the same results).
 pub fn accelerated() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return crate::vnni::Vnni::detect().is_some();
-    #[cfg(not(target_arch = "x86_64"))]
-    return false;
+    !matches!(Kernel::detect(), Kernel::Portable)
 }
 
 /// The scale that maps `values`' largest magnitude to [`LEVELS`], and
