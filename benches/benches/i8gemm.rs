@@ -13,20 +13,8 @@ use std::time::Duration;
 
 use candle_core::{Device, Tensor};
 use confsum_i8gemm::{I8Rows, I8Weight};
+use confsum_testkit::det_floats as values;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-
-/// Deterministic values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn bench(c: &mut Criterion) {
     let pool = rayon::ThreadPoolBuilder::new()

@@ -3,20 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 use confsum_i8gemm::{Error, I8Rows, I8Weight, MAX_IN_DIM, PANEL, accelerated};
+use confsum_testkit::det_floats as values;
 use proptest::prelude::*;
-
-/// Deterministic values in [-1, 1) that are not all alike.
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn f32_product(x: &[f32], w: &[f32], in_dim: usize) -> Vec<f32> {
     x.chunks(in_dim)

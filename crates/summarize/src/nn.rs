@@ -539,20 +539,9 @@ mod tests {
     use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
     use candle_core::{DType, Device, Module, Tensor};
 
-    use super::{Q8_PARALLEL_MIN, Q8Weight};
+    use confsum_testkit::det_floats as values;
 
-    /// Deterministic values in [-1, 1) that are not all alike.
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use super::{Q8_PARALLEL_MIN, Q8Weight};
 
     /// The in-place erf GELU against candle's (libm's `erff`), from far
     /// negative to far positive, NaN and infinities included: within

@@ -154,18 +154,10 @@ mod tests {
     #[test]
     fn matches_candle_softmax() {
         for width in [1, 5, 16, 17, 64, 333, 512] {
-            let mut s = 7u64;
-            let values: Vec<f32> = (0..3 * width)
-                .map(|i| {
-                    s = s
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    if i % 7 == 3 {
-                        -f32::MAX
-                    } else {
-                        ((s >> 40) as f32 / (1u64 << 24) as f32) * 20.0 - 10.0
-                    }
-                })
+            let values: Vec<f32> = confsum_testkit::det_floats(3 * width, 7)
+                .iter()
+                .enumerate()
+                .map(|(i, v)| if i % 7 == 3 { -f32::MAX } else { v * 10.0 })
                 .collect();
             let x = Tensor::from_vec(values, (3, width), &Device::Cpu).unwrap();
             let got = softmax_last_dim(x.copy().unwrap())

@@ -5,7 +5,8 @@
 //!   `cryptography`, ...), with one meaning of [`SKIP_ENV`] everywhere.
 //! - [`shared_vectors`] is the path to `../shared/vectors` beside the
 //!   repository.
-//! - [`det_bytes`] gives deterministic, incompressible bytes.
+//! - [`det_bytes`] gives deterministic, incompressible bytes, and
+//!   [`det_floats`] deterministic floats in [-1, 1).
 //! - [`TarBuilder`] builds small tars in memory.
 //! - [`Cmd`] runs a program (usually the `confsum` binary) with arguments,
 //!   standard input and environment, and checks its outcome.
@@ -38,7 +39,7 @@ mod tools;
 use std::path::PathBuf;
 
 pub use crate::{
-    bytes::det_bytes,
+    bytes::{det_bytes, det_floats},
     cmd::{Cmd, Run},
     tar_builder::TarBuilder,
     tools::{SKIP_ENV, python_with, real_tool, run, run_ok},
