@@ -130,74 +130,23 @@ fn kernel_runs_where_the_cpu_has_vnni() {
 #[test]
 fn odd_values() {
     let in_dim = 8;
-    let w = I8Weight::quantize(
-        &[
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-            0.0, //
-            f32::MAX,
-            -f32::MAX,
-            1.0,
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-            0.0, //
-            f32::NAN,
-            1.0,
-            f32::INFINITY,
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-            -1.0,
-        ],
-        3,
-        in_dim,
-    )
-    .unwrap();
-    let x: Vec<f32> = [1.0; 8].iter().chain(&[0.0; 8]).copied().collect();
+    let w = [
+        [0.0; 8],
+        [f32::MAX, -f32::MAX, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        [f32::NAN, 1.0, f32::INFINITY, 0.0, 0.0, 0.0, 0.0, -1.0],
+    ]
+    .concat();
+    let w = I8Weight::quantize(&w, 3, in_dim).unwrap();
+    let x = [[1.0; 8], [0.0; 8]].concat();
     let y = both(&w, &x, 0..2, 0..1);
     // Odd inputs too: NaN, infinities, one huge value, all negative.
     let odd = [
-        f32::NAN,
-        1.0,
-        -2.0,
-        0.5,
-        0.0,
-        0.0,
-        0.0,
-        0.0, //
-        f32::INFINITY,
-        1.0,
-        0.0,
-        0.0,
-        0.0,
-        0.0,
-        0.0,
-        0.0, //
-        1e30,
-        1.0,
-        0.0,
-        0.0,
-        0.0,
-        0.0,
-        0.0,
-        -1e-30, //
-        -1.0,
-        -2.0,
-        -3.0,
-        -4.0,
-        -5.0,
-        -6.0,
-        -7.0,
-        -8.0,
-    ];
+        [f32::NAN, 1.0, -2.0, 0.5, 0.0, 0.0, 0.0, 0.0],
+        [f32::INFINITY, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        [1e30, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1e-30],
+        [-1.0, -2.0, -3.0, -4.0, -5.0, -6.0, -7.0, -8.0],
+    ]
+    .concat();
     both(&w, &odd, 0..4, 0..1);
     assert_eq!(y[0], 0.0);
     assert!(y[1].is_finite());
