@@ -297,6 +297,8 @@ impl I8Weight {
                     .get(panel * panel_bytes..(panel + 1) * panel_bytes)
                     .unwrap_or_default();
                 let cols = self.columns(panel..panel + 1);
+                let col_sums = self.sums.get(cols.clone()).unwrap_or_default();
+                let col_scales = self.scales.get(cols.clone()).unwrap_or_default();
                 let mut row = block;
                 while row < block_end {
                     let n = TILE_ROWS.min(block_end - row);
@@ -312,12 +314,7 @@ impl I8Weight {
                         let Some(dst) = out.get_mut(at..at + cols.len()) else {
                             continue;
                         };
-                        let col_info = self
-                            .sums
-                            .get(cols.clone())
-                            .unwrap_or_default()
-                            .iter()
-                            .zip(self.scales.get(cols.clone()).unwrap_or_default());
+                        let col_info = col_sums.iter().zip(col_scales);
                         for ((y, &acc), (&sum, &w_scale)) in dst.iter_mut().zip(sums).zip(col_info)
                         {
                             let exact = acc.wrapping_sub(zero.wrapping_mul(sum));

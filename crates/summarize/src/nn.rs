@@ -92,9 +92,9 @@ struct Q8Weight {
     in_dim: usize,
 }
 
-/// Products with fewer weights than this (out × in) run on one thread:
-/// waking another costs more than it saves.
-const Q8_PARALLEL_MIN: usize = 1 << 18;
+/// Int8 products with fewer multiply-adds than this (out × in × rows)
+/// run on one thread: waking another costs more than it saves.
+const INT8_PARALLEL_MIN: usize = 1 << 18;
 
 impl Q8Weight {
     const BLOCK: usize = 32;
@@ -142,7 +142,7 @@ impl Q8Weight {
         };
         let mut cols = vec![0f32; self.out_dim * rows];
         let threads = rayon::current_num_threads();
-        if threads < 2 || self.out_dim * self.in_dim * rows < Q8_PARALLEL_MIN {
+        if threads < 2 || self.out_dim * self.in_dim * rows < INT8_PARALLEL_MIN {
             for (col, out) in cols.chunks_mut(rows).enumerate() {
                 column(col, out);
             }
@@ -311,7 +311,7 @@ impl I8Linear {
         let (in_dim, out_dim, panels) = (w.in_dim(), w.out_dim(), w.panels());
         let rows = y.len() / out_dim.max(1);
         let threads = rayon::current_num_threads();
-        if threads < 2 || out_dim * in_dim * rows < Q8_PARALLEL_MIN {
+        if threads < 2 || out_dim * in_dim * rows < INT8_PARALLEL_MIN {
             let q = I8Rows::quantize(x, in_dim)?;
             w.matmul(&q, 0..rows, 0..panels, y)?;
         } else if rows >= I8_ROW_SPLIT_MIN {
@@ -541,7 +541,7 @@ mod tests {
 
     use confsum_testkit::det_floats as values;
 
-    use super::{Q8_PARALLEL_MIN, Q8Weight};
+    use super::{INT8_PARALLEL_MIN, Q8Weight};
 
     /// The in-place erf GELU against candle's (libm's `erff`), from far
     /// negative to far positive, NaN and infinities included: within
@@ -584,7 +584,7 @@ mod tests {
     fn q8_matches_candle_qmatmul_bit_for_bit() {
         for (out_dim, in_dim) in [(36, 64), (1030, 512)] {
             assert_eq!(
-                out_dim * in_dim >= Q8_PARALLEL_MIN,
+                out_dim * in_dim >= INT8_PARALLEL_MIN,
                 out_dim > 1000,
                 "one shape per path"
             );
