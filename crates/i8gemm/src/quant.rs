@@ -223,6 +223,26 @@ impl I8Weight {
         self.in_dim
     }
 
+    /// Output row `row` as the products see it, `scale · level`, into
+    /// `out` (`in_dim` long): what a caller needs to bound how far the
+    /// products can be from the f32 ones.
+    pub fn dequantize(&self, row: usize, out: &mut [f32]) -> Result<(), Error> {
+        if row >= self.out_dim {
+            return Err(Error::Range { what: "rows" });
+        }
+        if out.len() != self.in_dim {
+            return Err(Error::Range { what: "output" });
+        }
+        let scale = self.scales.get(row).copied().unwrap_or(0.0);
+        let groups = self.depth / GROUP;
+        let base = (row / PANEL) * groups * GROUP_BYTES + (row % PANEL) * GROUP;
+        for (k, v) in out.iter_mut().enumerate() {
+            let at = base + (k / GROUP) * GROUP_BYTES + k % GROUP;
+            *v = scale * f32::from(self.packed.get(at).copied().unwrap_or(0));
+        }
+        Ok(())
+    }
+
     /// Panels of [`PANEL`] output columns (the last one may be partly
     /// padding).
     pub fn panels(&self) -> usize {
@@ -361,6 +381,27 @@ impl I8Rows {
             in_dim,
             depth,
         })
+    }
+
+    /// Row `row` as the products see it, `scale · (byte − zero)`, into
+    /// `out` (`in_dim` long).
+    pub fn dequantize(&self, row: usize, out: &mut [f32]) -> Result<(), Error> {
+        if row >= self.rows() {
+            return Err(Error::Range { what: "rows" });
+        }
+        if out.len() != self.in_dim {
+            return Err(Error::Range { what: "output" });
+        }
+        let scale = self.scales.get(row).copied().unwrap_or(0.0);
+        let zero = i16::from(self.zeros.get(row).copied().unwrap_or(0));
+        let bytes = self
+            .bytes
+            .get(row * self.depth..row * self.depth + self.in_dim)
+            .unwrap_or_default();
+        for (v, &b) in out.iter_mut().zip(bytes) {
+            *v = scale * f32::from(i16::from(b) - zero);
+        }
+        Ok(())
     }
 
     /// How many rows there are.

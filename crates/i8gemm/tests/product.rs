@@ -110,6 +110,75 @@ fn parts_equal_the_whole() {
     }
 }
 
+/// The products are exactly (to f32 rounding) those of the dequantized
+/// operands, and dequantizing is off by at most half a level: what
+/// callers that bound the int8 error rely on.
+fn check_dequantized(w: &I8Weight, wv: &[f32], xv: &[f32]) {
+    let (out_dim, in_dim) = (w.out_dim(), w.in_dim());
+    let x = I8Rows::quantize(xv, in_dim).unwrap();
+    let mut y = vec![0f32; x.rows() * out_dim];
+    w.matmul(&x, 0..x.rows(), 0..w.panels(), &mut y).unwrap();
+    // One level: the largest magnitude / 127 for a weight row, the range
+    // (zero included) / 255 for an input row.
+    let high = |row: &[f32]| row.iter().fold(0f32, |m, &v| m.max(v));
+    let low = |row: &[f32]| row.iter().fold(0f32, |m, &v| m.min(v));
+    let deq_rows = |n: usize, f: &dyn Fn(usize, &mut [f32])| -> Vec<Vec<f32>> {
+        (0..n)
+            .map(|r| {
+                let mut out = vec![f32::NAN; in_dim];
+                f(r, &mut out);
+                out
+            })
+            .collect()
+    };
+    let dw = deq_rows(out_dim, &|r, out| w.dequantize(r, out).unwrap());
+    let dx = deq_rows(x.rows(), &|r, out| x.dequantize(r, out).unwrap());
+    for (row, deq) in wv.chunks(in_dim).zip(&dw) {
+        let half = 0.5001 * high(row).max(-low(row)) / 127.0;
+        assert!(row.iter().zip(deq).all(|(a, b)| (a - b).abs() <= half));
+    }
+    for (row, deq) in xv.chunks(in_dim).zip(&dx) {
+        let half = 0.5001 * (high(row) - low(row)) / 255.0;
+        assert!(row.iter().zip(deq).all(|(a, b)| (a - b).abs() <= half));
+    }
+    for (r, xr) in dx.iter().enumerate() {
+        for (c, wr) in dw.iter().enumerate() {
+            let (dot, mag) = xr.iter().zip(wr).fold((0f64, 0f64), |(d, m), (&a, &b)| {
+                let p = f64::from(a) * f64::from(b);
+                (d + p, m + p.abs())
+            });
+            let got = f64::from(y[r * out_dim + c]);
+            assert!(
+                (got - dot).abs() <= mag * 2f64.powi(-20) + 1e-35,
+                "row {r} column {c}: {got} against {dot}"
+            );
+        }
+    }
+}
+
+#[test]
+fn products_are_those_of_the_dequantized_operands() {
+    for (i, &(rows, out_dim, in_dim)) in [(1, 1, 1), (3, 70, 33), (2, 130, 512), (7, 64, 1000)]
+        .iter()
+        .enumerate()
+    {
+        let wv = values(out_dim * in_dim, 11 + i as u64);
+        let xv: Vec<f32> = values(rows * in_dim, 17 + i as u64)
+            .iter()
+            .map(|v| v + 0.3)
+            .collect();
+        let w = I8Weight::quantize(&wv, out_dim, in_dim).unwrap();
+        check_dequantized(&w, &wv, &xv);
+    }
+    let w = I8Weight::quantize(&values(6, 1), 2, 3).unwrap();
+    let x = I8Rows::quantize(&values(3, 2), 3).unwrap();
+    let mut out = [0f32; 3];
+    assert!(w.dequantize(2, &mut out).is_err());
+    assert!(w.dequantize(0, &mut out[..2]).is_err());
+    assert!(x.dequantize(1, &mut out).is_err());
+    assert!(x.dequantize(0, &mut [0f32; 4]).is_err());
+}
+
 /// The kernel must really run where the CPU has VNNI: otherwise the tests
 /// above compare the portable path with itself.
 #[test]
@@ -201,5 +270,6 @@ proptest! {
         let xv: Vec<f32> = xv.iter().map(|v| v * scale + shift).collect();
         let w = I8Weight::quantize(&wv, out_dim, in_dim).unwrap();
         both(&w, &xv, 0..rows, 0..w.panels());
+        check_dequantized(&w, &wv, &xv);
     }
 }
