@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::attention::pick_bias_rows;
 use crate::error::{Error, Result};
+use crate::head::LmHead;
 use crate::json::{Fields, count, flag, string};
 use crate::nn::{Activation, Linear, Precision};
 use crate::seq2seq::Seq2Seq;
@@ -567,7 +568,7 @@ pub(crate) struct Bart {
     encoder: Vec<EncoderLayer>,
     decoder: Vec<DecoderLayer>,
     /// The output projection, `final_logits_bias` as its bias.
-    lm_head: Linear,
+    lm_head: LmHead,
     vocab_size: usize,
     d_model: usize,
     max_positions: usize,
@@ -615,7 +616,7 @@ impl Bart {
         } else {
             Tensor::zeros(vocab, DType::F32, shared.device())?
         };
-        let lm_head = Linear::from_weight(lm_weight, Some(final_logits_bias), precision)?;
+        let lm_head = LmHead::new(lm_weight, Some(final_logits_bias), precision)?;
         drop(shared);
 
         let positions = [config.max_position_embeddings + POSITION_OFFSET, d];
@@ -755,7 +756,7 @@ impl Seq2Seq for Bart {
         Ok(())
     }
 
-    fn decode_step(&mut self, tokens: &Tensor) -> Result<Tensor> {
+    fn decode_hidden(&mut self, tokens: &Tensor) -> Result<Tensor> {
         let b = tokens.dims1()?;
         let step = match &self.state {
             None => return Err(Error::Generation("decode_step before encode".to_owned())),
@@ -789,7 +790,11 @@ impl Seq2Seq for Bart {
             x = layer.step(&x, cache, state.encoder_bias.as_deref())?;
         }
         state.steps += 1;
-        self.lm_head.forward(&x.reshape((b, self.d_model))?)
+        Ok(x.reshape((b, self.d_model))?)
+    }
+
+    fn head(&self) -> &LmHead {
+        &self.lm_head
     }
 
     fn reorder_cache(&mut self, indices: &Tensor) -> Result<()> {

@@ -45,6 +45,7 @@ mod bart;
 mod checkpoint;
 mod error;
 mod generation;
+mod head;
 mod json;
 mod model;
 mod nn;

@@ -3,6 +3,7 @@
 use candle_core::Tensor;
 
 use crate::error::Result;
+use crate::head::LmHead;
 use crate::seq2seq::Seq2Seq;
 
 /// The model a checkpoint holds, whichever family it is.
@@ -35,10 +36,17 @@ impl Seq2Seq for Model {
         }
     }
 
-    fn decode_step(&mut self, tokens: &Tensor) -> Result<Tensor> {
+    fn decode_hidden(&mut self, tokens: &Tensor) -> Result<Tensor> {
         match self {
-            Self::T5(m) => m.decode_step(tokens),
-            Self::Bart(m) => m.decode_step(tokens),
+            Self::T5(m) => m.decode_hidden(tokens),
+            Self::Bart(m) => m.decode_hidden(tokens),
+        }
+    }
+
+    fn head(&self) -> &LmHead {
+        match self {
+            Self::T5(m) => m.head(),
+            Self::Bart(m) => m.head(),
         }
     }
 

@@ -4,6 +4,7 @@
 use candle_core::Tensor;
 
 use crate::error::Result;
+use crate::head::LmHead;
 
 /// An encoder-decoder that generates one token at a time.
 ///
@@ -18,9 +19,20 @@ pub(crate) trait Seq2Seq {
     fn encode(&mut self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<()>;
 
     /// Feeds one token per row, `tokens` `[batch]` (u32), at the next
-    /// position, and returns the logits for the position after it,
-    /// `[batch, vocab]` (f32), exactly as transformers computes them.
-    fn decode_step(&mut self, tokens: &Tensor) -> Result<Tensor>;
+    /// position, and returns the decoder's output there, `[batch, d]`
+    /// (f32): what [`head`](Self::head) turns into logits.
+    fn decode_hidden(&mut self, tokens: &Tensor) -> Result<Tensor>;
+
+    /// The output projection.
+    fn head(&self) -> &LmHead;
+
+    /// As [`decode_hidden`](Self::decode_hidden), and returns the logits
+    /// for the position after it, `[batch, vocab]` (f32), exactly as
+    /// transformers computes them.
+    fn decode_step(&mut self, tokens: &Tensor) -> Result<Tensor> {
+        let hidden = self.decode_hidden(tokens)?;
+        self.head().forward(&hidden)
+    }
 
     /// Keeps the rows `indices` (u32) of every cache, in that order (rows
     /// may repeat): expands a batch into beams, and follows beams as they

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::attention::{attend_one, pick_bias_rows};
 use crate::error::{Error, Result};
+use crate::head::LmHead;
 use crate::json::{Fields, flag, string};
 use crate::nn::{Activation, Linear, Precision};
 use crate::seq2seq::Seq2Seq;
@@ -432,7 +433,7 @@ pub(crate) struct T5 {
     encoder_norm: RmsNorm,
     decoder: Vec<DecoderBlock>,
     decoder_norm: RmsNorm,
-    lm_head: Linear,
+    lm_head: LmHead,
     vocab_size: usize,
     heads: usize,
     buckets: usize,
@@ -463,7 +464,7 @@ impl T5 {
         let encoder_embed = weights.tied("encoder.embed_tokens.weight", &shared, &embed_dims)?;
         let decoder_embed = weights.tied("decoder.embed_tokens.weight", &shared, &embed_dims)?;
         let head = weights.tied("lm_head.weight", &shared, &embed_dims)?;
-        let lm_head = Linear::from_weight(head, None, precision)?;
+        let lm_head = LmHead::new(head, None, precision)?;
 
         let rel_bias = |stack: &str| -> Result<Vec<f32>> {
             let name =
@@ -657,18 +658,22 @@ impl Seq2Seq for T5 {
         Ok(())
     }
 
-    fn decode_step(&mut self, tokens: &Tensor) -> Result<Tensor> {
+    fn decode_hidden(&mut self, tokens: &Tensor) -> Result<Tensor> {
         let state = self
             .state
             .as_ref()
             .ok_or_else(|| Error::Generation("decode_step before encode".to_owned()))?;
         // The caches change only once the whole step has succeeded.
-        let (logits, past) = self.step(state, tokens)?;
+        let (hidden, past) = self.step(state, tokens)?;
         if let Some(state) = self.state.as_mut() {
             state.past = past;
             state.len += 1;
         }
-        Ok(logits)
+        Ok(hidden)
+    }
+
+    fn head(&self) -> &LmHead {
+        &self.lm_head
     }
 
     fn reorder_cache(&mut self, indices: &Tensor) -> Result<()> {
@@ -709,8 +714,8 @@ impl Seq2Seq for T5 {
 }
 
 impl T5 {
-    /// One decoder step: the logits, and the self-attention caches with
-    /// this token appended.
+    /// One decoder step: the output `[batch, d]` (scaled as the head
+    /// takes it), and the self-attention caches with this token appended.
     fn step(&self, state: &State, tokens: &Tensor) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
         let b = tokens.dims1()?;
         if b != state.batch {
@@ -766,8 +771,7 @@ impl T5 {
         if let Some(scale) = self.output_scale {
             out = (out * scale)?;
         }
-        let logits = self.lm_head.forward(&out)?.reshape((b, self.vocab_size))?;
-        Ok((logits, past))
+        Ok((out.reshape((b, ()))?, past))
     }
 }
 

@@ -27,6 +27,7 @@ use candle_core::{Device, Tensor};
 use super::config::{EarlyStopping, GenerationConfig};
 use crate::{
     error::{Error, Result},
+    head::LmHead,
     seq2seq::Seq2Seq,
 };
 
@@ -109,41 +110,62 @@ impl Plan {
     /// transformers' logits processors, in the order it builds them, on
     /// the scores of the row whose tokens so far are `seq`.
     fn process(&self, seq: &[u32], scores: &mut [f32]) {
+        match self.rule(seq) {
+            Rule::Ban(ids) => {
+                for id in ids {
+                    if let Some(s) = scores.get_mut(id as usize) {
+                        *s = f32::NEG_INFINITY;
+                    }
+                }
+            }
+            Rule::Force(ids) => force(scores, ids),
+        }
+    }
+
+    /// What the processors do to the scores of the row whose tokens so
+    /// far are `seq`.
+    fn rule(&self, seq: &[u32]) -> Rule<'_> {
         let len = seq.len();
+        // A forced token overrides every ban (the later processor wins).
+        if !self.forced_eos.is_empty() && len + 1 == self.max_length {
+            return Rule::Force(&self.forced_eos);
+        }
+        if let Some(bos) = &self.forced_bos {
+            if len == 1 {
+                return Rule::Force(std::slice::from_ref(bos));
+            }
+        }
+        let mut banned = Vec::new();
         let n = self.no_repeat;
         if n > 0 && len >= n {
             let prefix = &seq[len + 1 - n..];
             for window in seq.windows(n) {
                 if let Some((last, head)) = window.split_last() {
                     if head == prefix {
-                        if let Some(s) = scores.get_mut(*last as usize) {
-                            *s = f32::NEG_INFINITY;
-                        }
+                        banned.push(*last);
                     }
                 }
             }
         }
         // min_new_tokens is folded into min_length: the same test.
         if len < self.min_length {
-            for &id in &self.eos {
-                if let Some(s) = scores.get_mut(id as usize) {
-                    *s = f32::NEG_INFINITY;
-                }
-            }
+            banned.extend_from_slice(&self.eos);
         }
-        if let Some(bos) = self.forced_bos {
-            if len == 1 {
-                force(scores, std::slice::from_ref(&bos));
-            }
-        }
-        if !self.forced_eos.is_empty() && len + 1 == self.max_length {
-            force(scores, &self.forced_eos);
-        }
+        Rule::Ban(banned)
     }
 
     fn is_eos(&self, token: u32) -> bool {
         self.eos.contains(&token)
     }
+}
+
+/// What the logits processors do to one row's scores.
+#[derive(Debug, PartialEq)]
+enum Rule<'a> {
+    /// These ids get -∞.
+    Ban(Vec<u32>),
+    /// Only these ids keep a score (0); the rest get -∞.
+    Force(&'a [u32]),
 }
 
 fn force(scores: &mut [f32], ids: &[u32]) {
@@ -276,20 +298,15 @@ fn greedy<M: Seq2Seq>(
     let mut unfinished = vec![true; batch];
     let mut last = vec![plan.start; batch];
     loop {
-        let logits = model.decode_step(&ids_tensor(&last)?)?;
-        let rows = logits_rows(&logits, batch, vocab)?;
-        for (((mut scores, seq), open), last) in rows
-            .into_iter()
-            .zip(&mut seqs)
+        let hidden = model.decode_hidden(&ids_tensor(&last)?)?;
+        let picks = pick(model.head(), &hidden, &seqs, batch, vocab, plan)?;
+        for (((seq, open), last), pick) in seqs
+            .iter_mut()
             .zip(&mut unfinished)
             .zip(&mut last)
+            .zip(picks)
         {
-            plan.process(seq, &mut scores);
-            let token = if *open {
-                argmax(&scores) as u32
-            } else {
-                plan.pad
-            };
+            let token = if *open { pick } else { plan.pad };
             seq.push(token);
             *last = token;
             if seq.len() >= plan.max_length || plan.is_eos(token) {
@@ -301,6 +318,46 @@ fn greedy<M: Seq2Seq>(
         }
     }
     Ok(seqs.into_iter().map(|s| s[1..].to_vec()).collect())
+}
+
+/// Each row's greedy token: the argmax of its processed logits. The head
+/// finds it without the f32 logits where it can (see `crate::head`).
+fn pick(
+    head: &LmHead,
+    hidden: &Tensor,
+    seqs: &[Vec<u32>],
+    batch: usize,
+    vocab: usize,
+    plan: &Plan,
+) -> Result<Vec<u32>> {
+    let rules: Vec<Rule<'_>> = seqs.iter().map(|seq| plan.rule(seq)).collect();
+    let banned: Vec<&[u32]> = rules
+        .iter()
+        .map(|rule| match rule {
+            Rule::Ban(ids) => ids.as_slice(),
+            Rule::Force(_) => &[],
+        })
+        .collect();
+    if let Some(picks) = head.argmax(hidden, &banned)? {
+        // A forced row's argmax is its first forced id in vocabulary order.
+        return Ok(rules
+            .iter()
+            .zip(picks)
+            .map(|(rule, pick)| match rule {
+                Rule::Force(ids) => ids.iter().copied().min().unwrap_or(pick),
+                Rule::Ban(_) => pick,
+            })
+            .collect());
+    }
+    let rows = logits_rows(&head.forward(hidden)?, batch, vocab)?;
+    Ok(rows
+        .into_iter()
+        .zip(seqs)
+        .map(|(mut scores, seq)| {
+            plan.process(seq, &mut scores);
+            argmax(&scores) as u32
+        })
+        .collect())
 }
 
 /// A running beam or a finished hypothesis.

@@ -8,7 +8,8 @@ use super::*;
 
 /// A model whose logits are a pure function of the unpadded encoder ids
 /// and the decoder ids so far: the same function as `scripted_logits`
-/// in tests/tools/generate_oracle.py.
+/// in tests/tools/generate_oracle.py. Its decoder output is those logits,
+/// and its head the identity.
 #[derive(Debug)]
 struct Scripted {
     vocab: usize,
@@ -16,16 +17,26 @@ struct Scripted {
     enc: Vec<Vec<u32>>,
     dec: Vec<Vec<u32>>,
     steps: usize,
+    head: LmHead,
 }
 
 impl Scripted {
     fn new(vocab: usize, boost: &[u32]) -> Self {
+        Self::with_screen(vocab, boost, false)
+    }
+
+    /// With the int8 screen on its head (see `crate::head`) or without.
+    fn with_screen(vocab: usize, boost: &[u32], screened: bool) -> Self {
+        let eye = Tensor::eye(vocab, candle_core::DType::F32, &Device::Cpu).unwrap();
+        let head = LmHead::with_screen(eye, None, crate::nn::Precision::F32, screened).unwrap();
+        assert_eq!(head.screened(), screened);
         Self {
             vocab,
             boost: boost.to_vec(),
             enc: Vec::new(),
             dec: Vec::new(),
             steps: 0,
+            head,
         }
     }
 
@@ -74,7 +85,7 @@ impl Seq2Seq for Scripted {
         Ok(())
     }
 
-    fn decode_step(&mut self, tokens: &Tensor) -> Result<Tensor> {
+    fn decode_hidden(&mut self, tokens: &Tensor) -> Result<Tensor> {
         self.steps += 1;
         let tokens: Vec<u32> = tokens.to_vec1()?;
         assert_eq!(tokens.len(), self.dec.len());
@@ -88,6 +99,10 @@ impl Seq2Seq for Scripted {
             (self.dec.len(), self.vocab),
             &Device::Cpu,
         )?)
+    }
+
+    fn head(&self) -> &LmHead {
+        &self.head
     }
 
     fn reorder_cache(&mut self, indices: &Tensor) -> Result<()> {
@@ -121,11 +136,17 @@ fn ids_of(v: &Value) -> Vec<Vec<u32>> {
     serde_json::from_value(v.clone()).unwrap()
 }
 
+/// What `generate` gives on `case`'s scripted model, with the head's
+/// int8 screen and without (they must agree), and what transformers gave.
 fn replay(case: &Value, config: &GenerationConfig) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
     let boost: Vec<u32> = serde_json::from_value(case["boost"].clone()).unwrap();
     let vocab = case["vocab"].as_u64().unwrap() as usize;
-    let mut model = Scripted::new(vocab, &boost);
-    let got = generate(&mut model, &ids_of(&case["inputs"]), config).unwrap();
+    let inputs = ids_of(&case["inputs"]);
+    let mut plain = Scripted::new(vocab, &boost);
+    let got = generate(&mut plain, &inputs, config).unwrap();
+    let mut screened = Scripted::with_screen(vocab, &boost, true);
+    let screened = generate(&mut screened, &inputs, config).unwrap();
+    assert_eq!(got, screened, "{}", case["name"]);
     (got, ids_of(&case["ids"]))
 }
 
@@ -332,8 +353,11 @@ fn beams_expand_then_follow_their_parents() {
         fn encode(&mut self, ids: &Tensor, mask: &Tensor) -> Result<()> {
             self.inner.encode(ids, mask)
         }
-        fn decode_step(&mut self, tokens: &Tensor) -> Result<Tensor> {
-            self.inner.decode_step(tokens)
+        fn decode_hidden(&mut self, tokens: &Tensor) -> Result<Tensor> {
+            self.inner.decode_hidden(tokens)
+        }
+        fn head(&self) -> &LmHead {
+            self.inner.head()
         }
         fn reorder_cache(&mut self, indices: &Tensor) -> Result<()> {
             self.orders.push(indices.to_vec1()?);
