@@ -14,7 +14,8 @@ Contenders, all timed on the same 512 input ids -> exactly 60 greedy new tokens,
   confsum fp32/int8  --confsum BIN adds "BIN --threads N --runs R DIR" and the same with --int8;
                      --ours LABEL=CMD adds any other command (an int8 column when CMD has --int8 or
                      LABEL says int8). CMD gets the checkpoint folder as last argument and must print
-                     one JSON line with {"ms_median": float}.
+                     one JSON line with {"ms_median": float}, and may add "ids": [int] (its generated
+                     ids), which are then compared with transformers' after the rounds.
 
 For each model it writes (once; reused later unless --rebuild) under --out/<model>/: a checkpoint
 folder with the real architecture of the named model and random weights (config.json,
@@ -475,7 +476,10 @@ class Command:
         for line in reversed(r.stdout.strip().splitlines()):
             line = line.strip()
             if line.startswith("{"):
-                return float(json.loads(line)["ms_median"])
+                out = json.loads(line)
+                if self.first_ids is None and out.get("ids") is not None:
+                    self.first_ids = [int(i) for i in out["ids"]]
+                return float(out["ms_median"])
         raise SystemExit(f"{self.cmd!r} printed no JSON line with ms_median")
 
     def close(self):
@@ -687,6 +691,18 @@ def main():
                     per_round[label].append(contenders[label].time(args.runs))
                 log(f"{name}: round {r + 1}/{args.rounds}: "
                     + ", ".join(f"{l} {per_round[l][-1]:.0f}" for l in labels))
+            for label in labels:
+                c = contenders[label]
+                if ref is None or not isinstance(c, Command) or c.first_ids is None:
+                    continue
+                res["ids"][label] = c.first_ids
+                d = first_divergence(ref.first_ids, c.first_ids)
+                if c.precision == "fp32":
+                    checks[f"{label} ids == transformers"] = d is None
+                else:
+                    checks[f"{label} first divergence from transformers fp32"] = d
+                log(f"{name}: {label} token ids "
+                    f"{'== transformers' if d is None else f'differ from transformers at step {d}'}")
             for label in labels:
                 res["contenders"][label] = {
                     "precision": contenders[label].precision,

@@ -8,7 +8,8 @@
 //! chunking), generates once to warm up, then times `--runs` (default 5)
 //! full `generate` calls with the checkpoint's generation settings and
 //! prints one JSON line: `{"ms_median", "ms_min", "new_tokens",
-//! "input_tokens"}`.
+//! "input_tokens", "ids"}` (`ids`: what the warm-up generated, for
+//! comparing with other runtimes).
 //!
 //! candle takes its thread counts from the environment when it starts,
 //! so `--threads N` starts this program again with
@@ -100,6 +101,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             "input_tokens": input.first().map_or(0, Vec::len),
             "peak_rss_mib_after_load": load_peak,
             "peak_rss_mib": peak_rss_mib(),
+            "ids": warm.first(),
         })
     );
     Ok(())
