@@ -626,7 +626,7 @@ impl Bart {
                     weights,
                     &format!("model.encoder.layers.{i}"),
                     config,
-                    precision.batched(),
+                    precision.batched(d.max(config.encoder_ffn_dim)),
                 )?
                 .into_batched()
             })

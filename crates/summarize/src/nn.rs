@@ -44,11 +44,14 @@ pub enum Precision {
 
 impl Precision {
     /// The precision for layers that only ever see many rows (the
-    /// encoder, the cross-attention keys and values): int8 only where the
-    /// VNNI kernel runs it, since [`Q8Weight`] is slower than f32 there.
-    pub(crate) fn batched(self) -> Self {
+    /// encoder), whose widest input is `in_dim`: int8 only where the
+    /// VNNI kernel runs all of them, since [`Q8Weight`] is slower than
+    /// f32 there.
+    pub(crate) fn batched(self, in_dim: usize) -> Self {
         match self {
-            Self::Int8 if confsum_i8gemm::accelerated() => Self::Int8,
+            Self::Int8 if confsum_i8gemm::accelerated() && in_dim <= confsum_i8gemm::MAX_IN_DIM => {
+                Self::Int8
+            }
             _ => Self::F32,
         }
     }
@@ -571,6 +574,20 @@ mod tests {
     use confsum_testkit::det_floats as values;
 
     use super::{INT8_PARALLEL_MIN, Q8Weight};
+
+    /// Batched layers are int8 only where the VNNI kernel takes every
+    /// one of them: never Q8_0, which is slower than f32 on many rows.
+    #[test]
+    fn batched_int8_only_on_the_kernel() {
+        use super::Precision;
+        let max = confsum_i8gemm::MAX_IN_DIM;
+        let on = confsum_i8gemm::accelerated();
+        let int8_if = |yes: bool| if yes { Precision::Int8 } else { Precision::F32 };
+        assert_eq!(Precision::Int8.batched(4096), int8_if(on));
+        assert_eq!(Precision::Int8.batched(max), int8_if(on));
+        assert_eq!(Precision::Int8.batched(max + 1), Precision::F32);
+        assert_eq!(Precision::F32.batched(4096), Precision::F32);
+    }
 
     /// The in-place erf GELU against candle's (libm's `erff`), from far
     /// negative to far positive, NaN and infinities included: within
