@@ -31,10 +31,18 @@ use crate::nn::{Linear, Precision};
 
 /// Slack for every rounding the bound leaves out: the f32 products and
 /// sums of the int8 path (a few units in 2⁻²⁴ of the result), the
-/// dequantized operands (2⁻²⁴ each), the norms stored as f32. It is
-/// relative to `‖ĥ‖·‖W_r‖ + |A_r|`, so it is at least a few times larger
-/// than all of them together.
+/// dequantized operands (2⁻²⁴ each), the norms stored as f32, and
+/// `A_r ± bound` taken in f32. It is relative to `‖ĥ‖·‖W_r‖ + |A_r|`, so
+/// it is many times larger than all of them together.
 const SLACK: f64 = 1.0 / 65_536.0;
+
+/// Steps of more rows than `d_model / WIDTH_PER_ROW` take the f32 logits:
+/// the screen's own work, per row, would cost more than it saves.
+const WIDTH_PER_ROW: usize = 16;
+
+/// The bound is computed in f32 (a few roundings of 2⁻²⁴ each) and then
+/// grown by this factor, which covers them.
+const MARGIN: f32 = 1.0 + 1.0 / 262_144.0;
 
 /// The output projection of a decoder.
 #[derive(Debug, Clone)]
@@ -76,6 +84,16 @@ impl LmHead {
         self.screen.is_some()
     }
 
+    /// The screen for steps of any number of rows, however narrow the
+    /// head: what tests need to reach it on tiny models.
+    #[cfg(test)]
+    pub(crate) fn screen_every_step(mut self) -> Self {
+        if let Some(screen) = &mut self.screen {
+            screen.width_per_row = 0;
+        }
+        self
+    }
+
     /// The logits `[rows, vocab]` of `hidden` `[rows, d]`.
     pub(crate) fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
         self.linear.forward(hidden)
@@ -86,7 +104,8 @@ impl LmHead {
     /// are set to -∞, as the argmax of processed f32 logits picks it.
     ///
     /// `None` where the caller must compute the logits instead: no screen
-    /// on this head, a value that is not finite, or every id banned.
+    /// on this head, more than `d / 16` rows, a value that is not finite,
+    /// or every id banned.
     pub(crate) fn argmax(&self, hidden: &Tensor, banned: &[&[u32]]) -> Result<Option<Vec<u32>>> {
         match &self.screen {
             Some(screen) => screen.argmax(hidden, banned),
@@ -105,6 +124,8 @@ struct Screen {
     /// Per row: `‖W_r‖` and `‖W_r − Ŵ_r‖`.
     norms: Vec<f32>,
     errors: Vec<f32>,
+    /// [`WIDTH_PER_ROW`], or 0 in tests that screen every step.
+    width_per_row: usize,
 }
 
 impl Screen {
@@ -145,6 +166,7 @@ impl Screen {
             weight,
             norms,
             errors,
+            width_per_row: WIDTH_PER_ROW,
         }))
     }
 
@@ -158,6 +180,11 @@ impl Screen {
                 hidden.dims(),
                 banned.len()
             )));
+        }
+        // The screen's passes cost O(vocab) per row, and it saves reading
+        // vocab × d × 3 bytes once per step, whatever the rows.
+        if rows.saturating_mul(self.width_per_row) > d {
+            return Ok(None);
         }
         let h = hidden.flatten_all()?.to_vec1::<f32>()?;
         if !h.iter().all(|v| v.is_finite()) {
@@ -180,11 +207,12 @@ impl Screen {
             return Err(Error::Generation("the head's weight changed shape".into()));
         }
         let mut deq = vec![0f32; d];
+        let mut bounds = Vec::with_capacity(vocab);
         let mut picks = Vec::with_capacity(rows);
         let rows = h.chunks(d).zip(approx.chunks_mut(vocab)).zip(banned);
         for (row, ((h, scores), banned)) in rows.enumerate() {
             q.dequantize(row, &mut deq)?;
-            match self.pick(weight, h, &deq, scores, banned) {
+            match self.pick(weight, h, &deq, scores, banned, &mut bounds) {
                 Some(id) => picks.push(id),
                 None => return Ok(None),
             }
@@ -193,7 +221,8 @@ impl Screen {
     }
 
     /// One row's token: `h` the hidden state, `deq` its dequantized
-    /// bytes, `scores` its int8 logits (bias included), which this masks.
+    /// bytes, `scores` its int8 logits (bias included), which this masks;
+    /// `bounds` is scratch space.
     fn pick(
         &self,
         weight: &[f32],
@@ -201,6 +230,7 @@ impl Screen {
         deq: &[f32],
         scores: &mut [f32],
         banned: &[u32],
+        bounds: &mut Vec<f32>,
     ) -> Option<u32> {
         if !scores.iter().all(|v| v.is_finite()) {
             return None;
@@ -216,27 +246,34 @@ impl Screen {
             norm += f64::from(y) * f64::from(y);
         }
         let (off, norm) = (off.sqrt(), norm.sqrt());
-        // How far the exact logit of row `r` can be from its int8 one, `a`.
-        let bound = |r: usize, a: f64| {
-            let w = f64::from(self.norms.get(r).copied().unwrap_or(f32::INFINITY));
-            let e = f64::from(self.errors.get(r).copied().unwrap_or(f32::INFINITY));
-            off * w + norm * e + SLACK * (norm * w + a.abs()) + f64::from(f32::MIN_POSITIVE)
-        };
+        // bound_r = ‖h − ĥ‖·‖W_r‖ + ‖ĥ‖·‖W_r − Ŵ_r‖ + SLACK·(‖ĥ‖·‖W_r‖ + |A_r|),
+        // in f32 over the whole vocabulary (one vector loop), with
+        // `MARGIN` for the rounding of this very arithmetic.
+        let per_norm = (off + SLACK * norm) as f32;
+        let per_error = norm as f32;
+        let slack = SLACK as f32;
+        bounds.clear();
+        bounds.extend(
+            scores
+                .iter()
+                .zip(&self.norms)
+                .zip(&self.errors)
+                .map(|((&a, &n), &e)| {
+                    // A banned row's -∞ stays out of the sum: -∞ + ∞ is NaN.
+                    let a = a.abs().min(f32::MAX);
+                    (n * per_norm + e * per_error + slack * a) * MARGIN + f32::MIN_POSITIVE
+                }),
+        );
         // The best lower end: no row whose upper end is below it can win.
-        let floor = scores
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| a.is_finite())
-            .map(|(r, &a)| f64::from(a) - bound(r, f64::from(a)))
-            .fold(f64::NEG_INFINITY, f64::max);
-        if floor == f64::NEG_INFINITY {
+        // Banned rows are -∞ at both ends.
+        let floor = max_f32(scores.iter().zip(bounds.iter()).map(|(&a, &b)| a - b));
+        if floor == f32::NEG_INFINITY {
             return None;
         }
         let d = h.len();
         let mut best: Option<(usize, f64)> = None;
-        for (r, &a) in scores.iter().enumerate() {
-            let a = f64::from(a);
-            if !a.is_finite() || a + bound(r, a) < floor {
+        for (r, (&a, &b)) in scores.iter().zip(bounds.iter()).enumerate() {
+            if a + b < floor {
                 continue;
             }
             let w = weight.get(r * d..(r + 1) * d)?;
@@ -255,6 +292,20 @@ impl Screen {
     }
 }
 
+/// The largest of `values` (-∞ for none), in sixteen independent lanes
+/// so that the compiler keeps them in vectors.
+fn max_f32(values: impl Iterator<Item = f32>) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    for (i, v) in values.enumerate() {
+        if let Some(lane) = lanes.get_mut(i % 16) {
+            *lane = if v > *lane { v } else { *lane };
+        }
+    }
+    lanes
+        .into_iter()
+        .fold(f32::NEG_INFINITY, |m, v| if v > m { v } else { m })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -267,7 +318,9 @@ mod tests {
     fn head(w: &[f32], vocab: usize, d: usize, bias: Option<&[f32]>) -> LmHead {
         let weight = Tensor::from_slice(w, (vocab, d), &Device::Cpu).unwrap();
         let bias = bias.map(|b| Tensor::from_slice(b, vocab, &Device::Cpu).unwrap());
-        LmHead::with_screen(weight, bias, Precision::F32, true).unwrap()
+        LmHead::with_screen(weight, bias, Precision::F32, true)
+            .unwrap()
+            .screen_every_step()
     }
 
     /// The argmax of the exact logits (f64 sums), banned ids left out.
@@ -403,6 +456,11 @@ mod tests {
         assert!(!head(&w, vocab, d, Some(&nan_bias)).screened());
         let wide = confsum_i8gemm::MAX_IN_DIM + 1;
         assert!(!head(&vec![0.5; wide], 1, wide, None).screened());
+        // Too many rows for the width: the f32 logits cost less.
+        let weight = Tensor::from_slice(&w, (vocab, d), &Device::Cpu).unwrap();
+        let narrow = LmHead::with_screen(weight, None, Precision::F32, true).unwrap();
+        assert!(narrow.screened());
+        assert!(argmax(&narrow, &[1.0, 2.0, 0.0], d, &[&[]]).is_none());
         // No screen, no answer: the caller takes the f32 logits.
         let weight = Tensor::from_slice(&w, (vocab, d), &Device::Cpu).unwrap();
         let plain = LmHead::with_screen(weight, None, Precision::F32, false).unwrap();

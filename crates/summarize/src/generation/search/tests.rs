@@ -28,7 +28,9 @@ impl Scripted {
     /// With the int8 screen on its head (see `crate::head`) or without.
     fn with_screen(vocab: usize, boost: &[u32], screened: bool) -> Self {
         let eye = Tensor::eye(vocab, candle_core::DType::F32, &Device::Cpu).unwrap();
-        let head = LmHead::with_screen(eye, None, crate::nn::Precision::F32, screened).unwrap();
+        let head = LmHead::with_screen(eye, None, crate::nn::Precision::F32, screened)
+            .unwrap()
+            .screen_every_step();
         assert_eq!(head.screened(), screened);
         Self {
             vocab,
