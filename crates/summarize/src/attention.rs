@@ -180,6 +180,30 @@ pub(crate) fn attend_one(
     )?)
 }
 
+/// Each row's length where every row of `mask` (`[batch · len]`, row
+/// after row) is right-padded: ones, then zeros only. `None` when a row
+/// is not, or holds no token.
+///
+/// A batch's encoder runs such rows one at a time at their own lengths:
+/// the padded positions would cost as much as real ones (about a third
+/// of the work in a batch of mixed lengths) and change nothing, since
+/// every later attention masks them.
+pub(crate) fn right_padded_lengths(mask: &[u32], len: usize) -> Option<Vec<usize>> {
+    if len == 0 {
+        return None;
+    }
+    mask.chunks(len)
+        .map(|row| {
+            let n = row.iter().take_while(|&&m| m != 0).count();
+            (n > 0
+                && row
+                    .get(n..)
+                    .is_some_and(|rest| rest.iter().all(|&m| m == 0)))
+            .then_some(n)
+        })
+        .collect()
+}
+
 /// Rows `indices` of a row bias `[batch · len]` (see [`attend_one`]), in
 /// that order: the bias after a beam search reorders its cache rows.
 pub(crate) fn pick_bias_rows(bias: &[f32], batch: usize, indices: &[u32]) -> Result<Vec<f32>> {
@@ -193,4 +217,26 @@ pub(crate) fn pick_bias_rows(bias: &[f32], batch: usize, indices: &[u32]) -> Res
         rows.extend_from_slice(row);
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::right_padded_lengths;
+
+    #[test]
+    fn right_padded_lengths_take_only_right_padding() {
+        let cases = [
+            (vec![1u32, 1, 1, 1, 1, 0], 3, Some(vec![3, 2])),
+            (vec![1, 1, 1, 1, 1, 1], 3, Some(vec![3, 3])),
+            (vec![1, 0, 0, 1, 1, 0], 3, Some(vec![1, 2])),
+            // Left padding, a hole, an empty row: not right-padded.
+            (vec![0, 1, 1, 1, 1, 1], 3, None),
+            (vec![1, 0, 1, 1, 1, 1], 3, None),
+            (vec![0, 0, 0, 1, 1, 1], 3, None),
+            (vec![1, 1], 0, None),
+        ];
+        for (mask, len, want) in cases {
+            assert_eq!(right_padded_lengths(&mask, len), want, "{mask:?}");
+        }
+    }
 }

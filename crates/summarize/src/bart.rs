@@ -10,7 +10,7 @@
 use candle_core::{DType, Tensor};
 use serde_json::Value;
 
-use crate::attention::pick_bias_rows;
+use crate::attention::{pick_bias_rows, right_padded_lengths};
 use crate::error::{Error, Result};
 use crate::head::LmHead;
 use crate::json::{Fields, count, flag, string};
@@ -701,6 +701,30 @@ fn encoder_bias(mask: &Tensor) -> Result<Option<Tensor>> {
     Ok(Some(keep.affine(max, -max)?.reshape((b, 1, 1, s))?))
 }
 
+impl Bart {
+    /// The encoder stack over `ids` (`[b · s]`) with the additive key
+    /// mask `[b, 1, 1, s]`, if any: its output `[b, s, d]`.
+    fn run_encoder(
+        &self,
+        ids: &Tensor,
+        b: usize,
+        s: usize,
+        bias: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let x = self
+            .embed(&self.encoder_embed, ids)?
+            .reshape((b, s, self.d_model))?;
+        let positions = self.encoder_positions.narrow(0, POSITION_OFFSET, s)?;
+        let mut x = self
+            .encoder_layernorm_embedding
+            .forward(&x.broadcast_add(&positions)?)?;
+        for layer in &self.encoder {
+            x = layer.forward(&x, bias)?;
+        }
+        Ok(x)
+    }
+}
+
 impl Seq2Seq for Bart {
     fn encode(&mut self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<()> {
         self.state = None;
@@ -723,17 +747,25 @@ impl Seq2Seq for Bart {
         }
         let ids = input_ids.flatten_all()?;
         self.check_ids(&ids)?;
-        let x = self
-            .embed(&self.encoder_embed, &ids)?
-            .reshape((b, s, self.d_model))?;
-        let positions = self.encoder_positions.narrow(0, POSITION_OFFSET, s)?;
-        let mut x = self
-            .encoder_layernorm_embedding
-            .forward(&x.broadcast_add(&positions)?)?;
         let bias = encoder_bias(attention_mask)?;
-        for layer in &self.encoder {
-            x = layer.forward(&x, bias.as_ref())?;
-        }
+        let mask = attention_mask
+            .to_dtype(DType::U32)?
+            .flatten_all()?
+            .to_vec1::<u32>()?;
+        let x = match right_padded_lengths(&mask, s) {
+            Some(lengths) if b > 1 && bias.is_some() => {
+                let rows = lengths
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &n)| {
+                        let row = self.run_encoder(&ids.narrow(0, i * s, n)?, 1, n, None)?;
+                        Ok(row.pad_with_zeros(1, 0, s - n)?)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&rows, 0)?
+            }
+            _ => self.run_encoder(&ids, b, s, bias.as_ref())?,
+        };
         let layers = self
             .decoder
             .iter()

@@ -8,7 +8,7 @@
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
-use crate::attention::{attend_one, pick_bias_rows};
+use crate::attention::{attend_one, pick_bias_rows, right_padded_lengths};
 use crate::error::{Error, Result};
 use crate::head::LmHead;
 use crate::json::{Fields, flag, string};
@@ -616,26 +616,20 @@ impl Seq2Seq for T5 {
                 .collect()
         });
 
-        let mut x = self.encoder_embed.index_select(&ids, 0)?.reshape((
-            b,
-            s,
-            self.encoder_embed.dim(1)?,
-        ))?;
-        let pos = self.position_bias(&self.encoder_rel_bias, true, 0, s, s)?;
-        // transformers puts f32::MIN at padded keys; adding it to the small
-        // position bias rounds to the same value.
-        let bias = match &encoder_mask {
-            Some(m) => pos.broadcast_add(&Tensor::from_slice(m, (b, 1, 1, s), self.device())?)?,
-            None => pos,
+        let out = match right_padded_lengths(&mask, s) {
+            Some(lengths) if b > 1 && encoder_mask.is_some() => {
+                let rows = lengths
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &n)| {
+                        let row = self.run_encoder(&ids.narrow(0, i * s, n)?, 1, n, None)?;
+                        Ok(row.pad_with_zeros(1, 0, s - n)?)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&rows, 0)?
+            }
+            _ => self.run_encoder(&ids, b, s, encoder_mask.as_deref())?,
         };
-        for block in &self.encoder {
-            let a = &block.attn;
-            let h = block.norm.forward(&x)?;
-            let [q, k, v] = qkv(a.project(&a.input, &h, 3)?)?;
-            let o = a.merge_heads(&attend(&q, &k, &v, Some(&bias))?)?;
-            x = block.ff.forward(&(x + o)?)?;
-        }
-        let out = self.encoder_norm.forward(&x)?;
 
         let mut cross = Vec::with_capacity(self.decoder.len());
         for block in &self.decoder {
@@ -714,6 +708,36 @@ impl Seq2Seq for T5 {
 }
 
 impl T5 {
+    /// The encoder stack over `ids` (`[b · s]`, u32) with the additive
+    /// key mask `[b · s]`, if any: its output `[b, s, d]`.
+    fn run_encoder(
+        &self,
+        ids: &Tensor,
+        b: usize,
+        s: usize,
+        mask: Option<&[f32]>,
+    ) -> Result<Tensor> {
+        let mut x =
+            self.encoder_embed
+                .index_select(ids, 0)?
+                .reshape((b, s, self.encoder_embed.dim(1)?))?;
+        let pos = self.position_bias(&self.encoder_rel_bias, true, 0, s, s)?;
+        // transformers puts f32::MIN at padded keys; adding it to the small
+        // position bias rounds to the same value.
+        let bias = match mask {
+            Some(m) => pos.broadcast_add(&Tensor::from_slice(m, (b, 1, 1, s), self.device())?)?,
+            None => pos,
+        };
+        for block in &self.encoder {
+            let a = &block.attn;
+            let h = block.norm.forward(&x)?;
+            let [q, k, v] = qkv(a.project(&a.input, &h, 3)?)?;
+            let o = a.merge_heads(&attend(&q, &k, &v, Some(&bias))?)?;
+            x = block.ff.forward(&(x + o)?)?;
+        }
+        self.encoder_norm.forward(&x)
+    }
+
     /// One decoder step: the output `[batch, d]` (scaled as the head
     /// takes it), and the self-attention caches with this token appended.
     fn step(&self, state: &State, tokens: &Tensor) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
