@@ -10,7 +10,7 @@
 use candle_core::{DType, Tensor};
 use serde_json::Value;
 
-use crate::attention::{pick_bias_rows, right_padded_lengths};
+use crate::attention::{ROW_ENCODE_MIN_WORK, pick_bias_rows, right_padded_lengths};
 use crate::error::{Error, Result};
 use crate::head::LmHead;
 use crate::json::{Fields, count, flag, string};
@@ -753,7 +753,7 @@ impl Seq2Seq for Bart {
             .flatten_all()?
             .to_vec1::<u32>()?;
         let x = match right_padded_lengths(&mask, s) {
-            Some(lengths) if b > 1 && bias.is_some() => {
+            Some(lengths) if b > 1 && bias.is_some() && s * self.d_model >= ROW_ENCODE_MIN_WORK => {
                 let rows = lengths
                     .iter()
                     .enumerate()

@@ -271,9 +271,13 @@ impl Linear {
             Weight::F32 { full, blocks } => {
                 let in_dim = full.dim(1)?;
                 let rows = x.elem_count() / in_dim.max(1);
+                // `blocks` is empty for layers of under 512 outputs: there,
+                // and for inputs narrower than 256, gemm's own path was
+                // the fastest at any row count (the tiny fixtures).
+                let wide = !blocks.is_empty() && in_dim >= 256;
                 if !blocks.is_empty() && rows <= SPLIT_MAX_ROWS {
                     split_matmul(x, blocks, in_dim)?
-                } else if rows <= NARROW_MAX_ROWS {
+                } else if wide && rows <= NARROW_MAX_ROWS {
                     narrow_matmul(x, full, in_dim)?
                 } else {
                     x.broadcast_matmul(&full.t()?)?

@@ -8,7 +8,7 @@
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
-use crate::attention::{attend_one, pick_bias_rows, right_padded_lengths};
+use crate::attention::{ROW_ENCODE_MIN_WORK, attend_one, pick_bias_rows, right_padded_lengths};
 use crate::error::{Error, Result};
 use crate::head::LmHead;
 use crate::json::{Fields, flag, string};
@@ -617,7 +617,11 @@ impl Seq2Seq for T5 {
         });
 
         let out = match right_padded_lengths(&mask, s) {
-            Some(lengths) if b > 1 && encoder_mask.is_some() => {
+            Some(lengths)
+                if b > 1
+                    && encoder_mask.is_some()
+                    && s * self.encoder_embed.dim(1)? >= ROW_ENCODE_MIN_WORK =>
+            {
                 let rows = lengths
                     .iter()
                     .enumerate()
