@@ -204,6 +204,23 @@ pub(crate) fn right_padded_lengths(mask: &[u32], len: usize) -> Option<Vec<usize
         .collect()
 }
 
+/// A padded batch's encoder output `[b, s, d]` from each row run alone:
+/// `encode(ids, n)` encodes the `n` real ids of one row (`ids` is
+/// `[b · s]`); its output is padded back to `s` with zeros.
+pub(crate) fn encode_each_row(
+    ids: &Tensor,
+    lengths: &[usize],
+    s: usize,
+    encode: impl Fn(&Tensor, usize) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let rows = lengths
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| Ok(encode(&ids.narrow(0, i * s, n)?, n)?.pad_with_zeros(1, 0, s - n)?))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&rows, 0)?)
+}
+
 /// Batches whose padded width × `d_model` is below this encode padded:
 /// on tiny models each row's own pass costs more in per-operation
 /// overhead than its padding does (criterion's `summarize_batch` on the

@@ -10,7 +10,9 @@
 use candle_core::{DType, Tensor};
 use serde_json::Value;
 
-use crate::attention::{ROW_ENCODE_MIN_WORK, pick_bias_rows, right_padded_lengths};
+use crate::attention::{
+    ROW_ENCODE_MIN_WORK, encode_each_row, pick_bias_rows, right_padded_lengths,
+};
 use crate::error::{Error, Result};
 use crate::head::LmHead;
 use crate::json::{Fields, count, flag, string};
@@ -754,15 +756,9 @@ impl Seq2Seq for Bart {
             .to_vec1::<u32>()?;
         let x = match right_padded_lengths(&mask, s) {
             Some(lengths) if b > 1 && bias.is_some() && s * self.d_model >= ROW_ENCODE_MIN_WORK => {
-                let rows = lengths
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &n)| {
-                        let row = self.run_encoder(&ids.narrow(0, i * s, n)?, 1, n, None)?;
-                        Ok(row.pad_with_zeros(1, 0, s - n)?)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Tensor::cat(&rows, 0)?
+                encode_each_row(&ids, &lengths, s, |row, n| {
+                    self.run_encoder(row, 1, n, None)
+                })?
             }
             _ => self.run_encoder(&ids, b, s, bias.as_ref())?,
         };

@@ -8,7 +8,9 @@
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
-use crate::attention::{ROW_ENCODE_MIN_WORK, attend_one, pick_bias_rows, right_padded_lengths};
+use crate::attention::{
+    ROW_ENCODE_MIN_WORK, attend_one, encode_each_row, pick_bias_rows, right_padded_lengths,
+};
 use crate::error::{Error, Result};
 use crate::head::LmHead;
 use crate::json::{Fields, flag, string};
@@ -622,15 +624,9 @@ impl Seq2Seq for T5 {
                     && encoder_mask.is_some()
                     && s * self.encoder_embed.dim(1)? >= ROW_ENCODE_MIN_WORK =>
             {
-                let rows = lengths
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &n)| {
-                        let row = self.run_encoder(&ids.narrow(0, i * s, n)?, 1, n, None)?;
-                        Ok(row.pad_with_zeros(1, 0, s - n)?)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Tensor::cat(&rows, 0)?
+                encode_each_row(&ids, &lengths, s, |row, n| {
+                    self.run_encoder(row, 1, n, None)
+                })?
             }
             _ => self.run_encoder(&ids, b, s, encoder_mask.as_deref())?,
         };
